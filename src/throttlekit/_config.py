@@ -1,0 +1,437 @@
+"""
+Loading JSON configuration documents into attrs models, the way Go's ``encoding/json`` does.
+
+Velero (and most Kubernetes tooling) decodes its ConfigMaps with Go's ``encoding/json``.
+To read those documents *exactly* as Velero does, this module reproduces its rules:
+
+* a value of the wrong JSON type is an error (``"3"`` is not a number, ``2.5`` and ``3.0``
+  are not integers, integers must fit in 64 bits);
+* ``null`` means "not set" (a null inside a list of objects is an empty object);
+* object keys match field names exactly *or case-insensitively* (``globalconfig`` does set
+  ``globalConfig`` in Go); we accept the value but warn, since other tools do not;
+* unknown keys are ignored; we keep them (so documents round-trip without loss) and warn,
+  suggesting the likely intended key.
+
+The conversion is done by a cattrs converter with detailed validation, so *every*
+structural problem is collected, each with a JSONPath-like location such as
+``loadConcurrency.perNodeConfig[1].number``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final, TypeVar, get_args, get_origin
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, IterableValidationError, IterableValidationNote
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._errors import ConfigError, ConfigProblem
+
+__all__ = [
+    "describe",
+    "extra_field",
+    "json_field",
+    "key_problems",
+    "parse_json_text",
+    "read_json_document",
+    "spelled_field",
+    "structure",
+    "unstructure",
+]
+
+T = TypeVar("T")
+
+_JSON_NAME: Final = "throttlekit.json_name"
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+
+
+def json_field(name: str, **kwargs: Any) -> Any:
+    """An optional model field that is spelled ``name`` in JSON (``None`` = not set)."""
+    return attrs.field(default=None, metadata={_JSON_NAME: name}, **kwargs)
+
+
+def extra_field() -> Any:
+    """The field that keeps unknown keys of an object, so nothing is lost on output."""
+    return attrs.field(factory=dict, repr=False)
+
+
+def spelled_field() -> Any:
+    """The field that remembers keys spelled differently from the documented name."""
+    return attrs.field(factory=dict, repr=False, eq=False)
+
+
+def _is_model(cls: Any) -> bool:
+    return attrs.has(cls) and any(f.name == "extra" for f in attrs.fields(cls))
+
+
+def _json_names(cls: type) -> dict[str, str]:
+    """Attribute name -> JSON name for a model class."""
+    return {f.name: f.metadata[_JSON_NAME] for f in attrs.fields(cls) if _JSON_NAME in f.metadata}
+
+
+# -- describing values in messages ---------------------------------------------------
+
+
+def describe(value: object) -> str:
+    """A short, human description of a JSON value for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+# -- strict scalar hooks (Go semantics) ----------------------------------------------
+
+
+def _structure_int(value: object, _: type) -> int:
+    if value is None:  # Go: null leaves the zero value
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {describe(value)}")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"the integer {value} does not fit in 64 bits")
+    return value
+
+
+def _structure_str(value: object, _: type) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {describe(value)}")
+    return value
+
+
+def _structure_bool(value: object, _: type) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {describe(value)}")
+    return value
+
+
+def _structure_any(value: object, _: type) -> object:
+    return value
+
+
+# -- containers: check the JSON shape before iterating -------------------------------
+
+
+def _tuple_hook(conv: cattrs.Converter, t: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
+    (elem, _ellipsis) = get_args(t)
+    handler = conv.get_structure_hook(elem)
+
+    def structure(value: Any, _: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"expected a list, got {describe(value)}")
+        out: list[Any] = []
+        errors: list[Exception] = []
+        for i, item in enumerate(value):
+            try:
+                out.append(handler(item, elem))
+            except Exception as exc:
+                exc.__notes__ = [
+                    *getattr(exc, "__notes__", []),
+                    IterableValidationNote(f"Structuring {t} @ index {i}", i, elem),
+                ]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {t}", errors, t)
+        return tuple(out)
+
+    return structure
+
+
+def _dict_hook(conv: cattrs.Converter, t: Any) -> Callable[[Any, Any], dict[str, Any]]:
+    (_key, val) = get_args(t)
+    handler = conv.get_structure_hook(val)
+
+    def structure(value: Any, _: Any) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected an object, got {describe(value)}")
+        out: dict[str, Any] = {}
+        errors: list[Exception] = []
+        for k, v in value.items():
+            try:
+                out[k] = handler(v, val)
+            except Exception as exc:
+                exc.__notes__ = [
+                    *getattr(exc, "__notes__", []),
+                    IterableValidationNote(f"Structuring {t} @ key {k!r}", k, val),
+                ]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {t}", errors, t)
+        return out
+
+    return structure
+
+
+# -- models: case-insensitive keys, extras kept ---------------------------------------
+
+
+def _model_structure_hook(conv: cattrs.Converter, cls: type[T]) -> Callable[[Any, Any], T]:
+    names = _json_names(cls)
+    exact = set(names.values())
+    folded = {name.lower(): name for name in exact}
+    overrides = {attr: override(rename=name) for attr, name in names.items()}
+    overrides["extra"] = override(rename="\0extra")
+    overrides["spelled"] = override(rename="\0spelled")
+    inner = make_dict_structure_fn(cls, conv, **overrides)  # type: ignore[arg-type]
+
+    def structure(value: Any, _: Any) -> T:
+        if value is None:  # Go: a null object is the zero value
+            value = {}
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected an object, got {describe(value)}")
+        canonical: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        spelled: dict[str, str] = {}
+        for key, item in value.items():  # in document order: the last spelling wins, as in Go
+            if key in exact:
+                canonical[key] = item
+                spelled.pop(key, None)
+            elif isinstance(key, str) and key.lower() in folded:
+                name = folded[key.lower()]
+                canonical[name] = item
+                spelled[name] = key
+            else:
+                extra[key] = item
+        canonical["\0extra"] = extra
+        canonical["\0spelled"] = spelled
+        return inner(canonical, cls)
+
+    return structure
+
+
+def _model_unstructure_hook(conv: cattrs.Converter, cls: type[T]) -> Callable[[T], Any]:
+    names = _json_names(cls)
+    overrides = {attr: override(rename=name, omit_if_default=True) for attr, name in names.items()}
+    overrides["extra"] = override(omit=True)
+    overrides["spelled"] = override(omit=True)
+    inner = make_dict_unstructure_fn(cls, conv, **overrides)  # type: ignore[arg-type]
+
+    def unstructure(obj: T) -> dict[str, Any]:
+        out: dict[str, Any] = inner(obj)
+        spelled: dict[str, str] = getattr(obj, "spelled", {})
+        if spelled:
+            out = {spelled.get(k, k): v for k, v in out.items()}
+        out.update(getattr(obj, "extra", {}))
+        return out
+
+    return unstructure
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(detailed_validation=True)
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(bool, _structure_bool)
+    conv.register_structure_hook(Any, _structure_any)
+    conv.register_structure_hook_factory(
+        lambda t: get_origin(t) is tuple, lambda t: _tuple_hook(conv, t)
+    )
+    conv.register_structure_hook_factory(
+        lambda t: get_origin(t) is dict, lambda t: _dict_hook(conv, t)
+    )
+    conv.register_structure_hook_factory(_is_model, lambda cls: _model_structure_hook(conv, cls))
+    conv.register_unstructure_hook_factory(
+        _is_model, lambda cls: _model_unstructure_hook(conv, cls)
+    )
+    conv.register_unstructure_hook_factory(
+        lambda t: get_origin(t) is tuple or t is tuple, lambda t: lambda v: [conv.unstructure(x) for x in v]
+    )
+    return conv
+
+
+_CONVERTER: Final = _make_converter()
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """
+    Convert decoded JSON into the model ``cls``.
+
+    Raises :class:`ConfigError` with one :class:`ConfigProblem` per structural problem.
+    """
+    try:
+        return _CONVERTER.structure(data, cls)
+    except (ClassValidationError, IterableValidationError) as group:
+        raise ConfigError(list(_problems_from(group, "", cls))) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError([ConfigProblem(path="", message=str(exc))]) from None
+
+
+def unstructure(obj: Any) -> Any:
+    """The JSON-ready form of a model (plain dicts, lists and scalars)."""
+    return _CONVERTER.unstructure(obj)
+
+
+def _join(path: str, segment: str) -> str:
+    if segment.startswith("["):
+        return path + segment
+    return f"{path}.{segment}" if path else segment
+
+
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _key_segment(key: object) -> str:
+    if isinstance(key, int):
+        return f"[{key}]"
+    if isinstance(key, str) and _IDENTIFIER.fullmatch(key):
+        return key
+    return f"[{json.dumps(key)}]"
+
+
+def _problems_from(exc: BaseException, path: str, owner: Any) -> Iterator[ConfigProblem]:
+    """Flatten a cattrs error tree into problems with JSON paths."""
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        for sub in exc.exceptions:
+            sub_path = path
+            for note in getattr(sub, "__notes__", []):
+                if hasattr(note, "name") and isinstance(exc, ClassValidationError):
+                    json_name = _json_names(exc.cl).get(note.name, note.name)
+                    sub_path = _join(path, json_name)
+                elif isinstance(note, IterableValidationNote):
+                    index = note.index
+                    sub_path = path + (f"[{index}]" if isinstance(index, int) else f"[{json.dumps(index)}]")
+            yield from _problems_from(sub, sub_path, getattr(sub, "cl", owner))
+        return
+    yield ConfigProblem(path=path, message=str(exc))
+
+
+# -- key warnings --------------------------------------------------------------------
+
+
+def key_problems(obj: Any, path: str = "") -> Iterator[ConfigProblem]:
+    """
+    Warnings for keys a model did not know (kept in ``extra``) or that matched only
+    case-insensitively, walking the whole model tree in document order.
+    """
+    if isinstance(obj, tuple | list):
+        for i, item in enumerate(obj):
+            yield from key_problems(item, f"{path}[{i}]")
+        return
+    if isinstance(obj, dict):
+        for key, item in obj.items():
+            yield from key_problems(item, _join(path, _key_segment(key)))
+        return
+    if not _is_model(type(obj)):
+        return
+    names = _json_names(type(obj))
+    valid = list(names.values())
+    for attr, name in names.items():
+        spelled = obj.spelled.get(name)
+        where = _join(path, _key_segment(spelled or name))
+        if spelled is not None:
+            yield ConfigProblem(
+                path=where,
+                message=(
+                    f"not the documented spelling; did you mean {name}? (Velero matches "
+                    "keys case-insensitively and uses this value, but other tools may not)"
+                ),
+            )
+        yield from key_problems(getattr(obj, attr), where)
+    for key in obj.extra:
+        yield ConfigProblem(path=_join(path, _key_segment(key)), message=_unknown_key(key, valid))
+
+
+def _unknown_key(key: object, valid: list[str]) -> str:
+    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key, ignored as Velero ignores it; did you mean {close[0]}?"
+    return f"unknown key, ignored as Velero ignores it (known keys here: {', '.join(valid)})"
+
+
+# -- reading documents ----------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_text(text: str | bytes | bytearray, *, where: str = "") -> Any:
+    """Decode JSON text the strict way (no NaN/Infinity), as a :class:`ConfigError`."""
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                [ConfigProblem(path=where, message=f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+            ) from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    path=where,
+                    message=f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                )
+            ]
+        ) from None
+    except ValueError as exc:
+        raise ConfigError([ConfigProblem(path=where, message=str(exc))]) from None
+
+
+def _is_config_map(doc: Mapping[str, Any]) -> bool:
+    return doc.get("kind") == "ConfigMap" or ("apiVersion" in doc and "data" in doc)
+
+
+def read_json_document(doc: Any) -> dict[str, Any]:
+    """
+    Turn what a user hands us into the decoded configuration object.
+
+    ``doc`` may be the object itself (a mapping), JSON text, bytes, or a whole Kubernetes
+    ConfigMap (as ``kubectl get cm NAME -o json`` prints it) whose ``data`` holds exactly
+    one key with the JSON text, which is how Velero's node agent reads it.
+    """
+    if isinstance(doc, str | bytes | bytearray):
+        doc = parse_json_text(doc)
+    if not isinstance(doc, Mapping):
+        raise ConfigError(
+            [ConfigProblem(path="", message=f"the configuration must be a JSON object, got {describe(doc)}")]
+        )
+    if _is_config_map(doc):
+        data = doc.get("data")
+        if not isinstance(data, Mapping) or not data:
+            raise ConfigError(
+                [ConfigProblem(path="data", message="the ConfigMap has no data; Velero expects one key holding the JSON configuration")]
+            )
+        if len(data) > 1:
+            keys = ", ".join(sorted(map(str, data)))
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        path="data",
+                        message=f"the ConfigMap has {len(data)} keys ({keys}); Velero expects exactly one",
+                    )
+                ]
+            )
+        ((key, text),) = data.items()
+        if not isinstance(text, str):
+            raise ConfigError(
+                [ConfigProblem(path=f"data[{json.dumps(key)}]", message=f"expected JSON text, got {describe(text)}")]
+            )
+        return read_json_document(parse_json_text(text, where=f"data[{json.dumps(key)}]"))
+    if any(isinstance(v, float) and not math.isfinite(v) for v in doc.values()):
+        raise ConfigError([ConfigProblem(path="", message="NaN and Infinity are not valid JSON")])
+    return dict(doc)

@@ -1,0 +1,110 @@
+"""
+The exceptions throttlekit raises on purpose, all under one root.
+
+::
+
+    Exception
+    └── ThrottlekitError
+        ├── ConfigError (also ValueError)     a configuration cannot be used
+        └── SelectorError (also ValueError)   an invalid Kubernetes label selector
+
+Catch :class:`ThrottlekitError` to handle everything the library raises deliberately;
+catch :class:`ValueError` if you only care that some input was bad. Programming errors
+(a wrong argument type, say) stay ordinary :class:`TypeError` / :class:`ValueError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from attrs import frozen
+
+__all__ = ["ConfigError", "ConfigProblem", "SelectorError", "ThrottlekitError"]
+
+
+class ThrottlekitError(Exception):
+    """
+    Root of every exception that throttlekit raises on purpose.
+
+    It exists so that an embedding system can tell "throttlekit refused this" from
+    "something else broke" with a single ``except`` clause.
+    """
+
+
+@frozen(kw_only=True)
+class ConfigProblem:
+    """
+    One thing wrong (or suspicious) in a configuration document, and where it is.
+
+    ``path`` locates the value in the document in a JSONPath-like form such as
+    ``loadConcurrency.perNodeConfig[1].number`` (an empty string means "the whole
+    document"); ``message`` says what is wrong and, where it can, what to write instead.
+    The same record is used for hard errors (inside :class:`ConfigError`) and for the
+    warnings that lenient loading collects.
+    """
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(ThrottlekitError, ValueError):
+    """
+    A configuration cannot be used.
+
+    Unlike a typical parser error, it carries *every* problem found, not only the first,
+    so that one run of ``throttlekit validate`` is enough to fix a document.
+
+    Attributes:
+        problems: the :class:`ConfigProblem` records, in document order.
+    """
+
+    problems: tuple[ConfigProblem, ...]
+
+    def __init__(self, problems: Iterable[ConfigProblem] | str) -> None:
+        if isinstance(problems, str):
+            problems = [ConfigProblem(path="", message=problems)]
+        self.problems = tuple(problems)
+        if not self.problems:
+            raise ValueError("ConfigError needs at least one problem")
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if len(self.problems) == 1:
+            return str(self.problems[0])
+        lines = [f"{len(self.problems)} problems:"]
+        lines.extend(f"  - {problem}" for problem in self.problems)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self._render()
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[tuple[ConfigProblem, ...]]]:
+        return (type(self), (self.problems,))
+
+
+class SelectorError(ThrottlekitError, ValueError):
+    """
+    A label selector is not valid Kubernetes syntax or semantics.
+
+    Raised by :meth:`LabelSelector.parse` and :meth:`LabelSelector.from_dict`. ``path``
+    locates the offending part inside the selector (for example
+    ``matchExpressions[0].operator``); it is empty for the string syntax, where the
+    message quotes the offending text instead.
+    """
+
+    path: str
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_selector_error, (self.message, self.path))
+
+
+def _rebuild_selector_error(message: str, path: str) -> SelectorError:
+    return SelectorError(message, path=path)

@@ -1,0 +1,618 @@
+"""
+Rule-matching policies: "a global value, plus rules that select subjects by label".
+
+:class:`RuledPolicy` is the generic shape, for any value (a concurrency number, a
+:class:`Rate`, anything comparable). :class:`ConcurrencyPolicy` is Velero's node-agent
+``loadConcurrency`` semantics, exactly. Both are pure: resolving is a function of the
+policy and a mapping of labels, with no I/O, so it can be called from any thread or task
+and tested without an event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, Generic, Literal, TypeVar, final
+
+from attrs import field, frozen
+from attrs.validators import in_
+
+from ._errors import ConfigError, ConfigProblem, SelectorError
+from ._selectors import LabelSelector
+from ._velero import VeleroNodeAgentConfig
+
+__all__ = [
+    "ConcurrencyPolicy",
+    "Resolution",
+    "Rule",
+    "RuledPolicy",
+    "SkippedRule",
+]
+
+V = TypeVar("V")
+Combine = Literal["min", "max", "first"]
+Source = Literal["default", "global", "rule"]
+
+logger: Final = logging.getLogger("throttlekit.policy")
+
+#: Velero's resolver starts its search from MaxInt32, so a rule whose number is at or
+#: above it can never be chosen.
+VELERO_NUMBER_CEILING: Final = 2**31 - 1
+
+
+def _to_selector(value: LabelSelector | str | Mapping[str, Any] | None) -> LabelSelector:
+    if isinstance(value, LabelSelector):
+        return value
+    if value is None:
+        return LabelSelector()
+    if isinstance(value, str):
+        return LabelSelector.parse(value)
+    if isinstance(value, Mapping):
+        return LabelSelector.from_dict(value)
+    raise TypeError(
+        "selector must be a LabelSelector, a kubectl selector string or a "
+        f"matchLabels/matchExpressions mapping, got {type(value).__name__}"
+    )
+
+
+@frozen
+class Rule(Generic[V]):
+    """
+    "Subjects whose labels match ``selector`` get ``value``."
+
+    ``selector`` may be given as a :class:`LabelSelector`, kubectl syntax
+    (``"zone in (eu-1,eu-2)"``) or the API mapping form; it is stored as a
+    :class:`LabelSelector`.
+
+    >>> Rule("kubernetes.io/hostname=node1", 3)
+    Rule(selector=LabelSelector('kubernetes.io/hostname=node1'), value=3)
+    """
+
+    selector: LabelSelector = field(converter=_to_selector)
+    value: V
+
+    def __str__(self) -> str:
+        return f"{self.selector or '(all)'} -> {self.value}"
+
+
+@frozen(kw_only=True)
+class SkippedRule:
+    """
+    A rule that takes no part in resolution, and why.
+
+    ``index`` is the rule's position in the document (or in the ``rules`` given to the
+    constructor) and ``path`` its location in the document, so it can be found and fixed.
+    """
+
+    index: int
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"rule {self.index} skipped: {self.reason}"
+
+
+@frozen(kw_only=True)
+class Resolution(Generic[V]):
+    """
+    The value a policy gives one subject, and the reasons for it.
+
+    Attributes:
+        value: the resolved value.
+        source: ``"rule"`` (a rule won), ``"global"`` (no rule matched; the global value
+            applies) or ``"default"`` (no usable global value; the hard default applies).
+        reason: one sentence on why ``value`` is what it is.
+        matched: indices of the valid rules that matched, in rule order.
+        matched_rules: those rules, aligned with ``matched``.
+        winner: the index of the rule that gave ``value``, or ``None``.
+        combine: how matching rules were combined (``"min"``, ``"max"``, ``"first"``).
+        skipped: rules that were not considered, and why.
+        warnings: problems that affected this result (an invalid global value, labels
+            that could not be read).
+
+    Use :meth:`explain` for a human-readable account.
+    """
+
+    value: V
+    source: Source
+    reason: str
+    matched: tuple[int, ...] = ()
+    matched_rules: tuple[Rule[V], ...] = ()
+    winner: int | None = None
+    combine: Combine = "min"
+    skipped: tuple[SkippedRule, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def explain(self) -> str:
+        """
+        Say in plain words what matched, what was skipped and why, and what won.
+
+        >>> policy = ConcurrencyPolicy(global_number=2, rules=[Rule("zone=a", 4)])
+        >>> print(policy.resolve({"zone": "a"}).explain())
+        4 from rule 0 (zone=a): the only matching rule
+          matched: rule 0 (zone=a -> 4)
+        """
+        lines = [f"{self.value} {self.reason}"]
+        if self.matched:
+            shown = ", ".join(
+                f"rule {i} ({rule})" for i, rule in zip(self.matched, self.matched_rules, strict=True)
+            )
+            lines.append(f"  matched: {shown}")
+        lines.extend(f"  skipped: rule {s.index}: {s.reason}" for s in self.skipped)
+        lines.extend(f"  warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+# -- the compiled matcher ----------------------------------------------------------------
+
+_IN, _NOT_IN, _EXISTS, _ABSENT = 0, 1, 2, 3
+_OPCODES: Final = {"In": _IN, "NotIn": _NOT_IN, "Exists": _EXISTS, "DoesNotExist": _ABSENT}
+_Check = tuple[int, str, frozenset[str]]
+
+
+def _satisfies(checks: tuple[_Check, ...], labels: Mapping[str, str]) -> bool:
+    get = labels.get
+    for op, key, values in checks:
+        value = get(key)
+        if op == _IN:
+            if value is None or value not in values:
+                return False
+        elif op == _NOT_IN:
+            if value is not None and value in values:
+                return False
+        elif op == _EXISTS:
+            if value is None:
+                return False
+        elif value is not None:
+            return False
+    return True
+
+
+class _RuleIndex:
+    """
+    Finds the rules whose selectors match a set of labels without testing every rule.
+
+    Each selector with an ``In`` requirement is filed under that requirement's
+    (key, value) pairs; a subject can only match it if it carries one of those pairs, so
+    a handful of dictionary lookups per label narrows 200 rules to the few worth testing.
+    Selectors without ``In`` (``NotIn``, ``Exists``...) are always tested.
+    """
+
+    __slots__ = ("_always", "_by_label", "_checks")
+
+    def __init__(self, selectors: Sequence[LabelSelector]) -> None:
+        self._checks: list[tuple[_Check, ...]] = []
+        self._always: list[int] = []
+        self._by_label: dict[str, dict[str, list[int]]] = {}
+        for pos, selector in enumerate(selectors):
+            reqs = selector.requirements
+            self._checks.append(
+                tuple((_OPCODES[r.operator], r.key, frozenset(r.values)) for r in reqs)
+            )
+            anchors = [r for r in reqs if r.operator == "In"]
+            if not anchors:
+                self._always.append(pos)
+                continue
+            anchor = min(anchors, key=lambda r: len(r.values))
+            by_value = self._by_label.setdefault(anchor.key, {})
+            for value in anchor.values:
+                by_value.setdefault(value, []).append(pos)
+
+    def matching(self, labels: Mapping[str, str]) -> list[int]:
+        """Positions (ascending) of the selectors that match ``labels``."""
+        candidates = self._always
+        by_label = self._by_label
+        if by_label:
+            candidates = list(candidates)
+            for key, value in labels.items():
+                by_value = by_label.get(key)
+                if by_value is not None:
+                    hits = by_value.get(value)
+                    if hits:
+                        candidates.extend(hits)
+            candidates.sort()
+        checks = self._checks
+        return [pos for pos in candidates if _satisfies(checks[pos], labels)]
+
+
+def _pick(values: Sequence[Any], combine: Combine) -> int:
+    """Position of the winning value; ties go to the earliest rule."""
+    best = 0
+    if combine == "first":
+        return best
+    for pos in range(1, len(values)):
+        if (combine == "min" and values[pos] < values[best]) or (
+            combine == "max" and values[pos] > values[best]
+        ):
+            best = pos
+    return best
+
+
+def _check_labels(labels: object) -> None:
+    if labels is not None and not isinstance(labels, Mapping):
+        raise TypeError(f"labels must be a mapping of str to str or None, got {type(labels).__name__}")
+
+
+_COMBINE_WORDS: Final = {"min": "smallest", "max": "largest", "first": "first"}
+
+
+def _rule_reason(index: int, rule: Rule[Any], n_matched: int, combine: Combine) -> str:
+    if n_matched == 1:
+        return f"from rule {index} ({rule.selector or '(all)'}): the only matching rule"
+    return (
+        f"from rule {index} ({rule.selector or '(all)'}): the {_COMBINE_WORDS[combine]} "
+        f"of {n_matched} matching rules"
+    )
+
+
+# -- the generic policy ----------------------------------------------------------------
+
+
+@final
+@frozen(kw_only=True)
+class RuledPolicy(Generic[V]):
+    """
+    A default value plus rules that override it for subjects whose labels match.
+
+    When several rules match, ``combine`` decides: ``"min"`` (the smallest value, the
+    safe choice for limits and Velero's rule), ``"max"`` or ``"first"`` (the earliest
+    rule, like a routing table). Ties go to the earliest rule. Values can be anything
+    comparable (``"first"`` needs no ordering at all).
+
+    >>> policy = RuledPolicy(default=100, rules=[Rule("tier=gold", 400), Rule("zone=eu", 200)])
+    >>> policy.resolve({"tier": "gold", "zone": "eu"}).value
+    200
+    >>> policy.resolve({"tier": "bronze"}).source
+    'default'
+
+    Resolution is indexed: each rule is filed under a label it requires, so resolving a
+    subject tests only the few rules that could match it.
+
+    This is the generic tool; for Velero's ``loadConcurrency`` document use
+    :class:`ConcurrencyPolicy`, which adds its validation and fallbacks.
+    """
+
+    default: V
+    rules: tuple[Rule[V], ...] = field(default=(), converter=tuple)
+    combine: Combine = field(default="min", validator=in_(("min", "max", "first")))
+    _index: _RuleIndex = field(init=False, repr=False, eq=False)
+
+    @_index.default
+    def _build_index(self) -> _RuleIndex:
+        for i, rule in enumerate(self.rules):
+            if not isinstance(rule, Rule):
+                raise TypeError(f"rules[{i}] must be a Rule, got {type(rule).__name__}")
+        if self.combine != "first" and len(self.rules) > 1:
+            try:
+                sorted(rule.value for rule in self.rules)
+            except TypeError:
+                raise TypeError(
+                    f"combine={self.combine!r} needs rule values that can be compared with "
+                    "each other; use combine='first' for values without an order"
+                ) from None
+        return _RuleIndex([rule.selector for rule in self.rules])
+
+    def resolve(self, labels: Mapping[str, str] | None) -> Resolution[V]:
+        """
+        The value for a subject with these labels.
+
+        ``None`` means the subject's labels are unknown: no rule can be evaluated, so the
+        default applies, with a warning when there are rules.
+        """
+        _check_labels(labels)
+        if labels is None:
+            warnings = ("labels unavailable; used the default",) if self.rules else ()
+            return Resolution(
+                value=self.default,
+                source="default",
+                reason="(the default): the labels are unavailable",
+                combine=self.combine,
+                warnings=warnings,
+            )
+        matched = self._index.matching(labels)
+        if not matched:
+            reason = "(the default): no rule matches" if self.rules else "(the default): there are no rules"
+            return Resolution(value=self.default, source="default", reason=reason, combine=self.combine)
+        rules = tuple(self.rules[i] for i in matched)
+        best = _pick([r.value for r in rules], self.combine)
+        return Resolution(
+            value=rules[best].value,
+            source="rule",
+            reason=_rule_reason(matched[best], rules[best], len(matched), self.combine),
+            matched=tuple(matched),
+            matched_rules=rules,
+            winner=matched[best],
+            combine=self.combine,
+        )
+
+
+# -- Velero's loadConcurrency -------------------------------------------------------------
+
+
+def _check_number(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+
+
+def _skip_reason(number: int) -> str | None:
+    if number <= 0:
+        return f"number {number} is invalid (must be at least 1)"
+    if number >= VELERO_NUMBER_CEILING:
+        return (
+            f"number {number} is at or above {VELERO_NUMBER_CEILING}, which Velero's node "
+            "agent never picks (its search starts from that value)"
+        )
+    return None
+
+
+@final
+@frozen(kw_only=True)
+class ConcurrencyPolicy:
+    """
+    How many loads may run at once on each node: Velero's node-agent ``loadConcurrency``.
+
+    The semantics are Velero's, exactly:
+
+    1. no ``loadConcurrency`` section: the ``default`` (1 unless told otherwise);
+    2. a missing or non-positive ``globalConfig``: the default, with a warning;
+    3. no rules: the global number;
+    4. labels unavailable (``None``): the global number, with a warning;
+    5. rules are checked in order: a selector that does not parse is skipped with a
+       warning (checked first), then a number below 1 is skipped with a warning;
+    6. among the matching valid rules the *smallest* number wins; if none matches, the
+       global number. There is no upper bound (but Velero never picks a rule whose
+       number is 2**31-1 or more, so neither do we, and we say so).
+
+    Read Velero's document with :meth:`from_velero`, or build a policy in code::
+
+        >>> policy = ConcurrencyPolicy(
+        ...     global_number=2,
+        ...     rules=[Rule("kubernetes.io/hostname=node1", 3),
+        ...            Rule("beta.kubernetes.io/instance-type=Standard_B4ms", 5)],
+        ... )
+        >>> policy.resolve({"kubernetes.io/hostname": "node1",
+        ...                 "beta.kubernetes.io/instance-type": "Standard_B4ms"}).value
+        3
+        >>> policy.resolve({"kubernetes.io/hostname": "node7"}).value
+        2
+
+    Unlike Velero, which reads its ConfigMap once at start, a policy is a cheap immutable
+    value: reload it whenever the document changes (see :class:`PolicyWatcher`).
+    """
+
+    global_number: int | None = None
+    rules: tuple[Rule[int], ...] = field(default=(), converter=tuple)
+    default: int = 1
+    #: The document this policy was read from, when it came from :meth:`from_velero`.
+    config: VeleroNodeAgentConfig | None = field(default=None, eq=False, repr=False)
+    _rule_indices: tuple[int, ...] | None = field(default=None, alias="_rule_indices", repr=False)
+    _load_skipped: tuple[SkippedRule, ...] = field(default=(), alias="_load_skipped", repr=False)
+    _load_warnings: tuple[ConfigProblem, ...] = field(
+        default=(), alias="_load_warnings", repr=False, eq=False
+    )
+    _from_document: bool = field(default=False, alias="_from_document", repr=False, eq=False)
+    _compiled: _Compiled = field(init=False, repr=False, eq=False)
+
+    @_compiled.default
+    def _compile(self) -> _Compiled:
+        _check_number(self.default, "default")
+        if self.default < 1:
+            raise ValueError(f"default must be at least 1, got {self.default}")
+        if self.global_number is not None:
+            _check_number(self.global_number, "global_number")
+        indices = self._rule_indices or tuple(range(len(self.rules)))
+        if len(indices) != len(self.rules):  # pragma: no cover - internal misuse
+            raise ValueError("internal: _rule_indices must align with rules")
+        doc = self._from_document
+
+        def rule_path(index: int, leaf: str) -> str:
+            if doc:
+                return f"loadConcurrency.perNodeConfig[{index}].{leaf}"
+            return f"rules[{index}].{'value' if leaf == 'number' else leaf}"
+
+        skipped = list(self._load_skipped)
+        rule_warnings: list[ConfigProblem] = []
+        valid: list[tuple[int, Rule[int]]] = []
+        for index, rule in zip(indices, self.rules, strict=True):
+            if not isinstance(rule, Rule):
+                raise TypeError(f"rules[{index}] must be a Rule, got {type(rule).__name__}")
+            _check_number(rule.value, f"rules[{index}].value")
+            reason = _skip_reason(rule.value)
+            if reason is None:
+                valid.append((index, rule))
+                continue
+            path = rule_path(index, "number")
+            skipped.append(SkippedRule(index=index, path=path, reason=reason))
+            rule_warnings.append(ConfigProblem(path=path, message=f"rule skipped: {reason}"))
+        skipped.sort(key=lambda s: s.index)
+
+        global_path = "loadConcurrency.globalConfig" if doc else "global_number"
+        global_warning: str | None = None
+        fallback: int = self.default
+        source: Source = "default"
+        if self.global_number is None:
+            fallback_reason = "(the default): no global number is set"
+        elif self.global_number <= 0:
+            global_warning = (
+                f"global number {self.global_number} is invalid (must be at least 1); "
+                f"used the default {self.default}"
+            )
+            fallback_reason = f"(the default): the global number {self.global_number} is invalid"
+        else:
+            fallback, source = self.global_number, "global"
+            fallback_reason = "(the global number)"
+        # Document order: key problems, the global number, then the rules by index.
+        warnings = list(self._load_warnings)
+        if global_warning is not None:
+            warnings.append(ConfigProblem(path=global_path, message=global_warning))
+        by_index = {s.path: s.index for s in skipped}
+        warnings.extend(rule_warnings)
+        warnings.sort(key=lambda w: by_index.get(w.path, -1))
+        return _Compiled(
+            fallback=fallback,
+            fallback_source=source,
+            fallback_reason=fallback_reason,
+            global_warning=global_warning,
+            has_rules=bool(self.rules) or bool(self._load_skipped),
+            valid=tuple(valid),
+            index=_RuleIndex([rule.selector for _, rule in valid]),
+            skipped=tuple(skipped),
+            warnings=tuple(warnings),
+        )
+
+    # -- loading ----------------------------------------------------------------------
+
+    @classmethod
+    def from_velero(
+        cls, doc: Any, *, strict: bool = False, default: int = 1
+    ) -> ConcurrencyPolicy:
+        """
+        Read Velero's node-agent configuration, unchanged.
+
+        ``doc`` is the node-agent config (a mapping, JSON text or bytes), a whole
+        ConfigMap object as ``kubectl get cm NAME -o json`` prints it (its ``data`` must
+        hold exactly one key), or a :class:`VeleroNodeAgentConfig`.
+
+        Lenient mode (the default) behaves like Velero: semantic problems (an invalid
+        global number, a rule with a bad selector or number) are skipped and recorded in
+        :attr:`warnings` (and logged to the ``throttlekit.policy`` logger); unknown keys
+        are warned about too, with a suggestion. Structural problems (not JSON, wrong
+        types such as ``"number": "3"``, a bad ConfigMap) raise :class:`ConfigError` in
+        both modes, since they stop Velero's node agent from starting.
+
+        ``strict=True`` turns every warning into a problem and raises one
+        :class:`ConfigError` listing them all.
+        """
+        config = doc if isinstance(doc, VeleroNodeAgentConfig) else VeleroNodeAgentConfig.from_json(doc)
+        policy = cls._from_config(config, default=default)
+        if strict and policy.warnings:
+            raise ConfigError(policy.warnings)
+        for warning in policy.warnings:
+            logger.warning("node-agent config: %s", warning)
+        return policy
+
+    @classmethod
+    def _from_config(cls, config: VeleroNodeAgentConfig, *, default: int) -> ConcurrencyPolicy:
+        warnings = list(config.problems)
+        section = config.load_concurrency
+        if section is None:
+            return cls(default=default, config=config, _load_warnings=tuple(warnings), _from_document=True)
+        global_number = section.global_config
+        if global_number is None:
+            warnings.append(
+                ConfigProblem(
+                    path="loadConcurrency.globalConfig",
+                    message=(
+                        "global number is not set (Velero reads it as 0, which is invalid); "
+                        f"used the default {default}"
+                    ),
+                )
+            )
+        rules: list[Rule[int]] = []
+        indices: list[int] = []
+        skipped: list[SkippedRule] = []
+        for i, entry in enumerate(section.per_node_config or ()):
+            path = f"loadConcurrency.perNodeConfig[{i}]"
+            spec = entry.node_selector
+            try:
+                selector = LabelSelector.from_dict(spec.as_api_dict() if spec is not None else None)
+            except SelectorError as exc:
+                where = f"{path}.nodeSelector" + (f".{exc.path}" if exc.path else "")
+                reason = f"its selector does not parse: {exc.message}"
+                skipped.append(SkippedRule(index=i, path=where, reason=reason))
+                warnings.append(ConfigProblem(path=where, message=f"rule skipped: {reason}"))
+                continue
+            rules.append(Rule(selector, entry.number or 0))
+            indices.append(i)
+        return cls(
+            global_number=global_number if global_number is not None else None,
+            rules=rules,
+            default=default,
+            config=config,
+            _rule_indices=tuple(indices),
+            _load_skipped=tuple(skipped),
+            _load_warnings=tuple(warnings),
+            _from_document=True,
+        )
+
+    # -- use ----------------------------------------------------------------------------
+
+    @property
+    def warnings(self) -> tuple[ConfigProblem, ...]:
+        """Every problem found while building this policy, in document order."""
+        return self._compiled.warnings
+
+    @property
+    def skipped(self) -> tuple[SkippedRule, ...]:
+        """The rules that take no part in resolution, and why."""
+        return self._compiled.skipped
+
+    def resolve(self, labels: Mapping[str, str] | None) -> Resolution[int]:
+        """
+        The concurrency for a node with these labels.
+
+        ``labels`` is the node's label mapping; ``None`` means "the node's labels could not
+        be read", which yields the global number (with a warning when there are rules),
+        as in Velero.
+        """
+        _check_labels(labels)
+        c = self._compiled
+        warnings: list[str] = [c.global_warning] if c.global_warning else []
+        if not c.has_rules:
+            reason = c.fallback_reason + ("" if c.fallback_source == "default" else ": there are no rules")
+            return Resolution(
+                value=c.fallback, source=c.fallback_source, reason=reason, skipped=c.skipped, warnings=tuple(warnings)
+            )
+        if labels is None:
+            warnings.append(f"node labels unavailable; used the global number {c.fallback}")
+            return Resolution(
+                value=c.fallback,
+                source=c.fallback_source,
+                reason=c.fallback_reason + ": the node's labels are unavailable",
+                skipped=c.skipped,
+                warnings=tuple(warnings),
+            )
+        positions = c.index.matching(labels)
+        if not positions:
+            return Resolution(
+                value=c.fallback,
+                source=c.fallback_source,
+                reason=c.fallback_reason + ": no rule matches",
+                skipped=c.skipped,
+                warnings=tuple(warnings),
+            )
+        hits = [c.valid[p] for p in positions]
+        best = _pick([rule.value for _, rule in hits], "min")
+        index, rule = hits[best]
+        return Resolution(
+            value=rule.value,
+            source="rule",
+            reason=_rule_reason(index, rule, len(hits), "min"),
+            matched=tuple(i for i, _ in hits),
+            matched_rules=tuple(r for _, r in hits),
+            winner=index,
+            combine="min",
+            skipped=c.skipped,
+            warnings=tuple(warnings),
+        )
+
+    def resolve_many(
+        self, subjects: Mapping[str, Mapping[str, str] | None] | Iterable[tuple[str, Mapping[str, str] | None]]
+    ) -> dict[str, Resolution[int]]:
+        """Resolve several named subjects (such as nodes) at once: name -> resolution."""
+        items = subjects.items() if isinstance(subjects, Mapping) else subjects
+        return {name: self.resolve(labels) for name, labels in items}
+
+
+@frozen(kw_only=True)
+class _Compiled:
+    fallback: int
+    fallback_source: Source
+    fallback_reason: str
+    global_warning: str | None
+    has_rules: bool
+    valid: tuple[tuple[int, Rule[int]], ...]
+    index: _RuleIndex
+    skipped: tuple[SkippedRule, ...]
+    warnings: tuple[ConfigProblem, ...]
+

@@ -1,0 +1,206 @@
+"""
+The Velero node-agent configuration document, as attrs models.
+
+These mirror Velero's Go types (``NodeAgentConfigs`` and friends) field for field, with
+the JSON (camelCase) names kept in field metadata and snake_case attribute names for
+Python. Every field is optional (``None`` = not set), unknown keys are kept in ``extra``,
+and :meth:`VeleroNodeAgentConfig.to_dict` writes back what was read, so a document that
+also carries ``loadAffinity``, ``backupPVC``, ``podResources``... survives a round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from attrs import frozen
+
+from ._config import (
+    extra_field,
+    json_field,
+    key_problems,
+    read_json_document,
+    spelled_field,
+    structure,
+    unstructure,
+)
+from ._errors import ConfigProblem
+
+__all__ = [
+    "BackupPVCConfig",
+    "CachePVCConfig",
+    "LoadAffinity",
+    "LoadConcurrency",
+    "PodResources",
+    "RestorePVCConfig",
+    "RuledConfig",
+    "SelectorExpression",
+    "SelectorSpec",
+    "VeleroNodeAgentConfig",
+]
+
+
+@frozen(kw_only=True)
+class SelectorExpression:
+    """One ``matchExpressions`` entry, as written (validated later, by the resolver)."""
+
+    key: str | None = json_field("key")
+    operator: str | None = json_field("operator")
+    values: tuple[str, ...] | None = json_field("values")
+    extra: dict[str, Any] = extra_field()
+    spelled: dict[str, str] = spelled_field()
+
+
+@frozen(kw_only=True)
+class SelectorSpec:
+    """A ``metav1.LabelSelector`` as written: structure only, not yet validated."""
+
+    match_labels: dict[str, str] | None = json_field("matchLabels")
+    match_expressions: tuple[SelectorExpression, ...] | None = json_field("matchExpressions")
+    extra: dict[str, Any] = extra_field()
+    spelled: dict[str, str] = spelled_field()
+
+    def as_api_dict(self) -> dict[str, Any]:
+        """The selector in ``metav1.LabelSelector`` form, unknown keys left out."""
+        out: dict[str, Any] = {}
+        if self.match_labels:
+            out["matchLabels"] = dict(self.match_labels)
+        if self.match_expressions:
+            out["matchExpressions"] = [
+                {"key": e.key, "operator": e.operator, "values": list(e.values or ())}
+                for e in self.match_expressions
+            ]
+        return out
+
+
+@frozen(kw_only=True)
+class RuledConfig:
+    """One ``perNodeConfig`` rule: a node selector and the number for matching nodes."""
+
+    node_selector: SelectorSpec | None = json_field("nodeSelector")
+    number: int | None = json_field("number")
+    extra: dict[str, Any] = extra_field()
+    spelled: dict[str, str] = spelled_field()
+
+
+@frozen(kw_only=True)
+class LoadConcurrency:
+    """The ``loadConcurrency`` section."""
+
+    global_config: int | None = json_field("globalConfig")
+    per_node_config: tuple[RuledConfig, ...] | None = json_field("perNodeConfig")
+    prepare_queue_length: int | None = json_field("prepareQueueLength")
+    extra: dict[str, Any] = extra_field()
+    spelled: dict[str, str] = spelled_field()
+
+
+@frozen(kw_only=True)
+class LoadAffinity:
+    """One ``loadAffinity`` entry: where data-mover pods may run."""
+
+    node_selector: SelectorSpec | None = json_field("nodeSelector")
+    storage_class: str | None = json_field("storageClass")
+    extra: dict[str, Any] = extra_field()
+    spelled: dict[str, str] = spelled_field()
+
+
+@frozen(kw_only=True)
+class BackupPVCConfig:
+    """One ``backupPVC`` entry (keyed by the source storage class)."""
+
+    storage_class: str | None = json_field("storageClass")
+    read_only: bool | None = json_field("readOnly")
+    spc_no_relabeling: bool | None = json_field("spcNoRelabeling")
+    annotations: dict[str, str] | None = json_field("annotations")
+    extra: dict[str, Any] = extra_field()
+    spelled: dict[str, str] = spelled_field()
+
+
+@frozen(kw_only=True)
+class RestorePVCConfig:
+    """The ``restorePVC`` section."""
+
+    ignore_delay_binding: bool | None = json_field("ignoreDelayBinding")
+    extra: dict[str, Any] = extra_field()
+    spelled: dict[str, str] = spelled_field()
+
+
+@frozen(kw_only=True)
+class PodResources:
+    """The ``podResources`` section (Kubernetes quantities, kept as text)."""
+
+    cpu_request: str | None = json_field("cpuRequest")
+    cpu_limit: str | None = json_field("cpuLimit")
+    memory_request: str | None = json_field("memoryRequest")
+    memory_limit: str | None = json_field("memoryLimit")
+    ephemeral_storage_request: str | None = json_field("ephemeralStorageRequest")
+    ephemeral_storage_limit: str | None = json_field("ephemeralStorageLimit")
+    extra: dict[str, Any] = extra_field()
+    spelled: dict[str, str] = spelled_field()
+
+
+@frozen(kw_only=True)
+class CachePVCConfig:
+    """The ``cachePVC`` section."""
+
+    threshold_in_gb: int | None = json_field("thresholdInGB")
+    storage_class: str | None = json_field("storageClass")
+    extra: dict[str, Any] = extra_field()
+    spelled: dict[str, str] = spelled_field()
+
+
+@frozen(kw_only=True)
+class VeleroNodeAgentConfig:
+    """
+    A whole Velero node-agent configuration document (``--node-agent-configmap``).
+
+    Read it with :meth:`from_json` (a mapping, JSON text or bytes, or a whole ConfigMap
+    object) and write it back with :meth:`to_dict` / :meth:`to_json`. Structural problems
+    (not JSON, a string where a number belongs, a ConfigMap with two data keys) raise
+    :class:`ConfigError` listing every problem, because they stop Velero's node agent
+    from starting too. Unknown or oddly spelled keys are not errors; they are listed in
+    :attr:`problems` and kept.
+
+    >>> cfg = VeleroNodeAgentConfig.from_json('{"loadConcurrency": {"globalConfig": 2}, '
+    ...                                       '"priorityClassName": "low"}')
+    >>> cfg.load_concurrency.global_config, cfg.priority_class_name
+    (2, 'low')
+    >>> cfg.to_dict()
+    {'loadConcurrency': {'globalConfig': 2}, 'priorityClassName': 'low'}
+
+    This is a faithful model of the document, not a policy: use
+    :meth:`ConcurrencyPolicy.from_velero` to resolve per-node concurrency from it.
+    """
+
+    load_concurrency: LoadConcurrency | None = json_field("loadConcurrency")
+    load_affinity: tuple[LoadAffinity, ...] | None = json_field("loadAffinity")
+    backup_pvc: dict[str, BackupPVCConfig] | None = json_field("backupPVC")
+    restore_pvc: RestorePVCConfig | None = json_field("restorePVC")
+    pod_resources: PodResources | None = json_field("podResources")
+    priority_class_name: str | None = json_field("priorityClassName")
+    privileged_fs_backup: bool | None = json_field("privilegedFsBackup")
+    cache_pvc: CachePVCConfig | None = json_field("cachePVC")
+    pod_labels: dict[str, str] | None = json_field("podLabels")
+    pod_annotations: dict[str, str] | None = json_field("podAnnotations")
+    extra: dict[str, Any] = extra_field()
+    spelled: dict[str, str] = spelled_field()
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any] | str | bytes) -> VeleroNodeAgentConfig:
+        """Read a node-agent configuration; see the class docstring for what ``doc`` may be."""
+        return structure(read_json_document(doc), cls)
+
+    @property
+    def problems(self) -> tuple[ConfigProblem, ...]:
+        """Unknown keys and keys that matched only case-insensitively, with their paths."""
+        return tuple(key_problems(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document as plain JSON data: what was read, unknown keys included."""
+        out: dict[str, Any] = unstructure(self)
+        return out
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """The document as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent)
