@@ -15,6 +15,7 @@ from ._errors import ConfigError, ConfigProblem, SelectorError, ThrottlekitError
 from ._policy import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRule
 from ._selectors import LabelSelector, SelectorRequirement
 from ._velero import VeleroNodeAgentConfig
+from ._watch import PolicyWatcher, PolicyWatcherStatistics
 
 
 __all__ = [

@@ -305,13 +305,13 @@ class RuledPolicy(Generic[V]):
             return Resolution(
                 value=self.default,
                 source="default",
-                reason="(the default): the labels are unavailable",
+                reason="is the default: the labels are unavailable",
                 combine=self.combine,
                 warnings=warnings,
             )
         matched = self._index.matching(labels)
         if not matched:
-            reason = "(the default): no rule matches" if self.rules else "(the default): there are no rules"
+            reason = "is the default: no rule matches" if self.rules else "is the default: there are no rules"
             return Resolution(value=self.default, source="default", reason=reason, combine=self.combine)
         rules = tuple(self.rules[i] for i in matched)
         best = _pick([r.value for r in rules], self.combine)
@@ -431,16 +431,16 @@ class ConcurrencyPolicy:
         fallback: int = self.default
         source: Source = "default"
         if self.global_number is None:
-            fallback_reason = "(the default): no global number is set"
+            fallback_reason = "is the default: no global number is set"
         elif self.global_number <= 0:
             global_warning = (
                 f"global number {self.global_number} is invalid (must be at least 1); "
                 f"used the default {self.default}"
             )
-            fallback_reason = f"(the default): the global number {self.global_number} is invalid"
+            fallback_reason = f"is the default: the global number {self.global_number} is invalid"
         else:
             fallback, source = self.global_number, "global"
-            fallback_reason = "(the global number)"
+            fallback_reason = "is the global number"
         # Document order: key problems, the global number, then the rules by index.
         warnings = list(self._load_warnings)
         if global_warning is not None:

@@ -1,0 +1,316 @@
+"""
+Live reload of a policy file.
+
+Velero's node agent reads its ConfigMap once at start; changing concurrency means a
+restart. A :class:`PolicyWatcher` instead polls the file, swaps in a new policy when (and
+only when) it loads, keeps the last good one otherwise, and tells subscribers, so limits
+can be resized while work runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Generic, TypeVar, final, overload
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from attrs import frozen
+
+from ._errors import ConfigError, ConfigProblem
+from ._policy import ConcurrencyPolicy
+
+__all__ = ["PolicyWatcher", "PolicyWatcherStatistics"]
+
+P = TypeVar("P")
+
+logger: Final = logging.getLogger("throttlekit.watch")
+
+
+@frozen(kw_only=True)
+class PolicyWatcherStatistics:
+    """
+    A snapshot of a :class:`PolicyWatcher`'s activity.
+
+    Attributes:
+        path: the watched file.
+        checks: how many times the file was read.
+        reloads: how many new policies were swapped in (the first load included).
+        rejections: how many changed documents were rejected (the last good policy was
+            kept each time).
+        last_error: the most recent rejection, or ``None`` once a good document loads.
+    """
+
+    path: Path
+    checks: int
+    reloads: int
+    rejections: int
+    last_error: ConfigError | None
+
+
+@final
+class PolicyWatcher(Generic[P]):
+    """
+    Keeps a policy in step with a file, without ever dropping to a bad one.
+
+    A mounted Kubernetes ConfigMap is updated by an atomic symlink swap, so the file is
+    simply re-read every ``interval`` seconds (following links) and compared with what
+    was read last; config files are small, and this catches every kind of update.
+
+    * A changed document that loads replaces the policy atomically: readers of
+      :attr:`policy` see either the old or the new one, never a mix, and every subscriber
+      is called with the new policy.
+    * A changed document that does not load (bad JSON, wrong types, a strict-mode
+      problem, a missing file) is reported once: logged on ``throttlekit.watch``, passed
+      to ``on_error``, kept in :attr:`last_error`. The last good policy stays in force.
+
+    By default the file is read as a Velero node-agent configuration
+    (:meth:`ConcurrencyPolicy.from_velero`, lenient unless ``strict=True``); pass
+    ``load=`` to watch any other kind of policy, built from the file's bytes.
+
+    Use it as an async context manager, which runs the polling task for you::
+
+        async with PolicyWatcher("/etc/velero/node-agent-config.json") as watcher:
+            watcher.subscribe(lambda policy: limits.set_total(policy.resolve(labels).value))
+            ...  # watcher.policy is always the latest good policy
+
+    or start :meth:`run` in your own task group (``await tg.start(watcher.run)``).
+    Entering loads the file once; if that first load fails, entering raises the
+    :class:`ConfigError` unless a ``fallback`` policy was given.
+    """
+
+    __slots__ = (
+        "_checks",
+        "_changed",
+        "_fallback",
+        "_interval",
+        "_last_data",
+        "_last_error",
+        "_load",
+        "_on_error",
+        "_path",
+        "_policy",
+        "_rejections",
+        "_reloads",
+        "_subscribers",
+        "_task_group",
+    )
+
+    @overload
+    def __init__(
+        self: PolicyWatcher[ConcurrencyPolicy],
+        path: str | os.PathLike[str],
+        *,
+        interval: float = ...,
+        strict: bool = ...,
+        fallback: ConcurrencyPolicy | None = ...,
+        on_error: Callable[[ConfigError], object] | None = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        load: Callable[[bytes], P],
+        interval: float = ...,
+        fallback: P | None = ...,
+        on_error: Callable[[ConfigError], object] | None = ...,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        load: Callable[[bytes], Any] | None = None,
+        interval: float = 2.0,
+        strict: bool = False,
+        fallback: Any = None,
+        on_error: Callable[[ConfigError], object] | None = None,
+    ) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a str or path, got {type(path).__name__}")
+        if isinstance(interval, bool) or not isinstance(interval, int | float):
+            raise TypeError(f"interval must be a number of seconds, got {type(interval).__name__}")
+        if not (math.isfinite(interval) and interval > 0):
+            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+        if load is not None and strict:
+            raise ValueError("strict= applies to the default Velero loader; pass it to your load= instead")
+        if load is None:
+
+            def load(data: bytes) -> ConcurrencyPolicy:
+                return ConcurrencyPolicy.from_velero(data, strict=strict)
+
+        self._path = Path(path)
+        self._load: Callable[[bytes], Any] = load
+        self._interval = float(interval)
+        self._fallback = fallback
+        self._on_error = on_error
+        self._policy: Any = None
+        self._last_data: bytes | None = None
+        self._last_error: ConfigError | None = None
+        self._subscribers: list[Callable[[Any], object]] = []
+        self._checks = 0
+        self._reloads = 0
+        self._rejections = 0
+        self._changed: anyio.Event | None = None  # created by the first waiter
+        self._task_group: TaskGroup | None = None
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The watched file."""
+        return self._path
+
+    @property
+    def policy(self) -> P:
+        """The policy in force: the last one that loaded (or the fallback)."""
+        if self._policy is None:
+            raise RuntimeError("no policy loaded yet: enter the watcher or call check() first")
+        policy: P = self._policy
+        return policy
+
+    @property
+    def last_error(self) -> ConfigError | None:
+        """Why the latest changed document was rejected; ``None`` once a good one loads."""
+        return self._last_error
+
+    def statistics(self) -> PolicyWatcherStatistics:
+        """A snapshot of what the watcher has done so far."""
+        return PolicyWatcherStatistics(
+            path=self._path,
+            checks=self._checks,
+            reloads=self._reloads,
+            rejections=self._rejections,
+            last_error=self._last_error,
+        )
+
+    def subscribe(self, callback: Callable[[P], object]) -> Callable[[], None]:
+        """
+        Call ``callback(new_policy)`` after every swap; returns a function that
+        unsubscribes.
+
+        Callbacks run in the watcher's task and should be quick (resize a limit, set a
+        rate). An exception from a callback is logged and does not stop the watcher or
+        the other callbacks.
+        """
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    # -- the sans-loop step -------------------------------------------------------------
+
+    def check(self) -> bool:
+        """
+        Read the file once and swap in a new policy if it changed and loads.
+
+        Returns whether a new policy was swapped in. It never raises for a bad document
+        once a policy is in force; the problem goes to :attr:`last_error`, the log and
+        ``on_error``. This is the whole polling step, usable without an event loop.
+        """
+        self._checks += 1
+        try:
+            data = self._path.read_bytes()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            self._reject(None, ConfigError([ConfigProblem(path="", message=f"cannot read {self._path}: {reason}")]))
+            return False
+        if data == self._last_data:
+            return False
+        try:
+            policy = self._load(data)
+        except ConfigError as exc:
+            self._reject(data, exc)
+            return False
+        self._last_data = data
+        self._last_error = None
+        self._swap(policy)
+        return True
+
+    def _reject(self, data: bytes | None, error: ConfigError) -> None:
+        already_reported = self._last_error is not None and data == self._last_data
+        self._last_data = data
+        if already_reported and str(self._last_error) == str(error):
+            return
+        self._last_error = error
+        self._rejections += 1
+        kept = "keeping the last good policy" if self._policy is not None else "no policy yet"
+        logger.warning("%s rejected (%s): %s", self._path, kept, error)
+        if self._on_error is not None:
+            self._on_error(error)
+
+    def _swap(self, policy: Any) -> None:
+        self._policy = policy
+        self._reloads += 1
+        logger.info("%s: new policy in force", self._path)
+        for callback in list(self._subscribers):
+            try:
+                callback(policy)
+            except Exception:
+                logger.exception("policy subscriber %r failed", callback)
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
+
+    # -- async use ----------------------------------------------------------------------
+
+    async def wait_for_change(self) -> P:
+        """Wait until the next new policy is swapped in, and return it."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+        return self.policy
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """
+        Load the file, then poll it every ``interval`` seconds until cancelled.
+
+        With ``task_group.start(watcher.run)``, the start completes once the first
+        policy is in force (or raises its :class:`ConfigError` if there is no fallback).
+        """
+        if self._policy is None:
+            self.check()
+            if self._policy is None:
+                if self._fallback is None:
+                    assert self._last_error is not None
+                    raise self._last_error
+                self._swap(self._fallback)
+        task_status.started()
+        while True:
+            await anyio.sleep(self._interval)
+            self.check()
+
+    async def __aenter__(self) -> PolicyWatcher[P]:
+        if self._task_group is not None:
+            raise RuntimeError("this PolicyWatcher is already running")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        try:
+            await task_group.start(self.run)
+        except BaseException as exc:
+            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._task_group = task_group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group, self._task_group = self._task_group, None
+        assert task_group is not None
+        task_group.cancel_scope.cancel()
+        return await task_group.__aexit__(exc_type, exc, tb)
