@@ -332,7 +332,7 @@ def key_problems(obj: Any, path: str = "") -> Iterator[ConfigProblem]:
         return
     if isinstance(obj, dict):
         for key, item in obj.items():
-            yield from key_problems(item, _join(path, _key_segment(key)))
+            yield from key_problems(item, f"{path}[{json.dumps(key)}]")
         return
     if not _is_model(type(obj)):
         return

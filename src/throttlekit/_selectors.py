@@ -13,6 +13,7 @@ of labels.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal, cast
@@ -231,15 +232,17 @@ class LabelSelector:
                 path=str(unknown[0]),
             )
         requirements: list[SelectorRequirement] = []
-        labels = spec.get("matchLabels") or {}
+        labels = spec.get("matchLabels")
+        labels = {} if labels is None else labels
         if not isinstance(labels, Mapping):
             raise SelectorError("must be an object of key: value", path="matchLabels")
         for key, value in labels.items():
             problem = _key_problem(key) or _value_problem(value)
             if problem is not None:
-                raise SelectorError(problem, path=f"matchLabels[{key!r}]")
+                raise SelectorError(problem, path=f"matchLabels[{json.dumps(key)}]")
             requirements.append(SelectorRequirement(key=key, operator="In", values=(value,)))
-        expressions = spec.get("matchExpressions") or []
+        expressions = spec.get("matchExpressions")
+        expressions = [] if expressions is None else expressions
         if not isinstance(expressions, list | tuple):
             raise SelectorError("must be a list", path="matchExpressions")
         for i, expr in enumerate(expressions):
@@ -252,7 +255,8 @@ class LabelSelector:
                     f"unknown key {extra[0]!r} (an expression has key, operator and values)",
                     path=path,
                 )
-            values = expr.get("values") or []
+            values = expr.get("values")
+            values = [] if values is None else values
             if not isinstance(values, list | tuple):
                 raise SelectorError("must be a list of strings", path=f"{path}.values")
             problem = _requirement_problem(expr.get("key"), expr.get("operator"), values)
