@@ -7,10 +7,6 @@ ItemBlock worker pool, and bandwidth/CPU throttles. Everything public is importa
 this module and listed in ``__all__``; submodules starting with ``_`` are private.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
 from ._errors import ConfigError, ConfigProblem, SelectorError, ThrottlekitError
 from ._policy import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRule
 from ._selectors import LabelSelector, SelectorRequirement
@@ -36,7 +32,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> str:
     # The version is looked up lazily: importing throttlekit stays cheap, and the value
     # always matches the installed distribution.
     if name == "__version__":

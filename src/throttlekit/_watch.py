@@ -279,21 +279,26 @@ class PolicyWatcher(Generic[P]):
         With ``task_group.start(watcher.run)``, the start completes once the first
         policy is in force (or raises its :class:`ConfigError` if there is no fallback).
         """
-        if self._policy is None:
-            self.check()
-            if self._policy is None:
-                if self._fallback is None:
-                    assert self._last_error is not None
-                    raise self._last_error
-                self._swap(self._fallback)
+        self._load_initial()
         task_status.started()
         while True:
             await anyio.sleep(self._interval)
             self.check()
 
+    def _load_initial(self) -> None:
+        if self._policy is not None:
+            return
+        self.check()
+        if self._policy is None:
+            if self._fallback is None:
+                assert self._last_error is not None
+                raise self._last_error
+            self._swap(self._fallback)
+
     async def __aenter__(self) -> PolicyWatcher[P]:
         if self._task_group is not None:
             raise RuntimeError("this PolicyWatcher is already running")
+        self._load_initial()  # before the task group, so a failure is a plain ConfigError
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         try:

@@ -1,0 +1,136 @@
+"""The throttlekit command line: validate, resolve and demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from throttlekit._cli import main
+
+SAMPLE_DIR = Path(__file__).parent.parent / "src" / "throttlekit" / "data"
+CONFIGMAP = str(SAMPLE_DIR / "sample-node-agent-configmap.json")
+NODES = str(SAMPLE_DIR / "sample-nodes.json")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        status = main(list(argv))
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def write(tmp_path: Path, doc: object) -> str:
+    path = tmp_path / "cfg.json"
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    return str(path)
+
+
+def test_validate_usable_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """A good ConfigMap validates with exit 0 and a summary."""
+    status, out, _ = run(capsys, "validate", CONFIGMAP)
+    assert status == 0
+    assert "usable (global number 2, 4 rules, 0 skipped)" in out
+
+
+def test_validate_lists_every_problem_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unusable config prints each problem with its path and exits 1."""
+    cfg = write(tmp_path, {"loadConcurrency": {"globalConfig": "2", "perNodeConfig": [{"number": 1.5}]}})
+    status, out, _ = run(capsys, "validate", cfg)
+    assert status == 1
+    assert "not usable, 2 problems" in out
+    assert "loadConcurrency.globalConfig: expected an integer" in out
+    assert "loadConcurrency.perNodeConfig[0].number: expected an integer" in out
+
+
+def test_validate_warnings_pass_lenient_and_fail_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Warnings are printed with exit 0; --strict makes them problems with exit 1."""
+    cfg = write(tmp_path, {"loadConcurrency": {"globalConfig": 0}})
+    status, out, _ = run(capsys, "validate", cfg)
+    assert status == 0
+    assert "warning: loadConcurrency.globalConfig: global number 0 is invalid" in out
+    status, out, _ = run(capsys, "validate", "--strict", cfg)
+    assert status == 1
+    assert "loadConcurrency.globalConfig" in out
+
+
+def test_resolve_nodes_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """--nodes resolves every node of `kubectl get nodes -o json` output, one row each."""
+    status, out, _ = run(capsys, "resolve", CONFIGMAP, "--nodes", NODES)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["NODE", "CONCURRENCY", "SOURCE", "WHY"]
+    rows = {line.split()[0]: line.split()[1:3] for line in lines[1:]}
+    assert rows == {
+        "node1": ["3", "rule"],
+        "node2": ["5", "rule"],
+        "node3": ["8", "rule"],
+        "node4": ["1", "rule"],
+        "node5": ["2", "global"],
+    }
+
+
+def test_resolve_labels_with_explain(capsys: pytest.CaptureFixture[str]) -> None:
+    """--labels resolves one node; --explain adds the full account."""
+    status, out, _ = run(capsys, "resolve", CONFIGMAP, "--labels", "kubernetes.io/hostname=node1", "--explain")
+    assert status == 0
+    assert "3 from rule 0 (kubernetes.io/hostname=node1): the only matching rule" in out
+
+
+def test_resolve_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints one record per node."""
+    status, out, _ = run(capsys, "resolve", CONFIGMAP, "--nodes", NODES, "--json")
+    assert status == 0
+    records = json.loads(out)
+    assert [(r["node"], r["value"], r["winner"]) for r in records][:2] == [("node1", 3, 0), ("node2", 5, 1)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["validate", "/nonexistent/cfg.json"], "cannot read /nonexistent/cfg.json"),
+        (["resolve", CONFIGMAP, "--labels", "a=b c"], "--labels: label value 'b c'"),
+        (["resolve", CONFIGMAP, "--labels", "novalue"], "--labels: 'novalue' is not key=value"),
+        (["resolve", CONFIGMAP, "--labels", "a=1,a=2"], "given twice"),
+        (["resolve", CONFIGMAP, "--nodes", CONFIGMAP], "items[0]" if False else "expected `kubectl get nodes -o json` output"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad input gives one clear line on stderr and exit status 2, never a traceback."""
+    status, _, err = run(capsys, *argv)
+    assert status == 2
+    assert err.count("\n") == 1
+    assert err.startswith("throttlekit: error: ")
+    assert fragment in err
+
+
+def test_resolve_with_unusable_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """resolve on a broken config names the first problem and points at validate."""
+    cfg = write(tmp_path, "{")
+    status, _, err = run(capsys, "resolve", cfg, "--labels", "a=b")
+    assert status == 2
+    assert err.count("\n") == 1
+    assert "not usable: not valid JSON" in err
+
+
+def test_demo_shows_the_resolver_at_work(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo resolves the sample cluster and shows strict validation of a broken copy."""
+    status, out, _ = run(capsys, "demo")
+    assert status == 0
+    assert "node4  1            rule" in out
+    assert "3 problems:" in out
+    assert "did you mean globalConfig?" in out
+
+
+def test_python_dash_m_works() -> None:
+    """`python -m throttlekit` runs the same command line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "throttlekit", "validate", CONFIGMAP], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "usable" in proc.stdout
