@@ -38,9 +38,13 @@ def test_validate_usable_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert "usable (global number 2, 4 rules, 0 skipped)" in out
 
 
-def test_validate_lists_every_problem_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_lists_every_problem_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An unusable config prints each problem with its path and exits 1."""
-    cfg = write(tmp_path, {"loadConcurrency": {"globalConfig": "2", "perNodeConfig": [{"number": 1.5}]}})
+    cfg = write(
+        tmp_path, {"loadConcurrency": {"globalConfig": "2", "perNodeConfig": [{"number": 1.5}]}}
+    )
     status, out, _ = run(capsys, "validate", cfg)
     assert status == 1
     assert "not usable, 2 problems" in out
@@ -48,7 +52,9 @@ def test_validate_lists_every_problem_and_exits_1(tmp_path: Path, capsys: pytest
     assert "loadConcurrency.perNodeConfig[0].number: expected an integer" in out
 
 
-def test_validate_warnings_pass_lenient_and_fail_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_warnings_pass_lenient_and_fail_strict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Warnings are printed with exit 0; --strict makes them problems with exit 1."""
     cfg = write(tmp_path, {"loadConcurrency": {"globalConfig": 0}})
     status, out, _ = run(capsys, "validate", cfg)
@@ -77,7 +83,9 @@ def test_resolve_nodes_prints_a_table(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_resolve_labels_with_explain(capsys: pytest.CaptureFixture[str]) -> None:
     """--labels resolves one node; --explain adds the full account."""
-    status, out, _ = run(capsys, "resolve", CONFIGMAP, "--labels", "kubernetes.io/hostname=node1", "--explain")
+    status, out, _ = run(
+        capsys, "resolve", CONFIGMAP, "--labels", "kubernetes.io/hostname=node1", "--explain"
+    )
     assert status == 0
     assert "3 from rule 0 (kubernetes.io/hostname=node1): the only matching rule" in out
 
@@ -87,7 +95,10 @@ def test_resolve_json(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "resolve", CONFIGMAP, "--nodes", NODES, "--json")
     assert status == 0
     records = json.loads(out)
-    assert [(r["node"], r["value"], r["winner"]) for r in records][:2] == [("node1", 3, 0), ("node2", 5, 1)]
+    assert [(r["node"], r["value"], r["winner"]) for r in records][:2] == [
+        ("node1", 3, 0),
+        ("node2", 5, 1),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -97,10 +108,15 @@ def test_resolve_json(capsys: pytest.CaptureFixture[str]) -> None:
         (["resolve", CONFIGMAP, "--labels", "a=b c"], "--labels: label value 'b c'"),
         (["resolve", CONFIGMAP, "--labels", "novalue"], "--labels: 'novalue' is not key=value"),
         (["resolve", CONFIGMAP, "--labels", "a=1,a=2"], "given twice"),
-        (["resolve", CONFIGMAP, "--nodes", CONFIGMAP], "items[0]" if False else "expected `kubectl get nodes -o json` output"),
+        (
+            ["resolve", CONFIGMAP, "--nodes", CONFIGMAP],
+            "items[0]" if False else "expected `kubectl get nodes -o json` output",
+        ),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Bad input gives one clear line on stderr and exit status 2, never a traceback."""
     status, _, err = run(capsys, *argv)
     assert status == 2
@@ -109,7 +125,9 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], fragment: str, capsys
     assert fragment in err
 
 
-def test_resolve_with_unusable_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resolve_with_unusable_config_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """resolve on a broken config names the first problem and points at validate."""
     cfg = write(tmp_path, "{")
     status, _, err = run(capsys, "resolve", cfg, "--labels", "a=b")
@@ -130,7 +148,10 @@ def test_demo_shows_the_resolver_at_work(capsys: pytest.CaptureFixture[str]) -> 
 def test_python_dash_m_works() -> None:
     """`python -m throttlekit` runs the same command line."""
     proc = subprocess.run(
-        [sys.executable, "-m", "throttlekit", "validate", CONFIGMAP], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "throttlekit", "validate", CONFIGMAP],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "usable" in proc.stdout

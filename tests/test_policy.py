@@ -19,7 +19,9 @@ VELERO_SAMPLE: dict[str, Any] = {
         "perNodeConfig": [
             {"nodeSelector": {"matchLabels": {"kubernetes.io/hostname": "node1"}}, "number": 3},
             {
-                "nodeSelector": {"matchLabels": {"beta.kubernetes.io/instance-type": "Standard_B4ms"}},
+                "nodeSelector": {
+                    "matchLabels": {"beta.kubernetes.io/instance-type": "Standard_B4ms"}
+                },
                 "number": 5,
             },
         ],
@@ -31,7 +33,9 @@ B4MS = {"beta.kubernetes.io/instance-type": "Standard_B4ms"}
 
 def lc(global_config: Any = 2, *rules: tuple[Any, Any]) -> dict[str, Any]:
     """A node-agent document with the given global number and (selector, number) rules."""
-    section: dict[str, Any] = {"perNodeConfig": [{"nodeSelector": s, "number": n} for s, n in rules]}
+    section: dict[str, Any] = {
+        "perNodeConfig": [{"nodeSelector": s, "number": n} for s, n in rules]
+    }
     if global_config is not None:
         section["globalConfig"] = global_config
     return {"loadConcurrency": section}
@@ -100,7 +104,9 @@ def test_non_positive_global_number_falls_back_to_default_with_warning(number: i
     policy = ConcurrencyPolicy.from_velero(lc(number))
     r = policy.resolve({})
     assert (r.value, r.source) == (1, "default")
-    assert r.warnings == (f"global number {number} is invalid (must be at least 1); used the default 1",)
+    assert r.warnings == (
+        f"global number {number} is invalid (must be at least 1); used the default 1",
+    )
     assert [w.path for w in policy.warnings] == ["loadConcurrency.globalConfig"]
 
 
@@ -149,13 +155,17 @@ def test_rule_with_non_positive_number_is_skipped_with_warning(number: int) -> N
     policy = ConcurrencyPolicy.from_velero(lc(2, ({"matchLabels": {"a": "b"}}, number)))
     r = policy.resolve({"a": "b"})
     assert (r.value, r.source, r.matched) == (2, "global", ())
-    assert [(s.index, s.path) for s in r.skipped] == [(0, "loadConcurrency.perNodeConfig[0].number")]
+    assert [(s.index, s.path) for s in r.skipped] == [
+        (0, "loadConcurrency.perNodeConfig[0].number")
+    ]
     assert f"number {number} is invalid" in r.skipped[0].reason
 
 
 def test_missing_number_counts_as_zero() -> None:
     """A rule without a number reads as 0 (Go's zero value), so it is skipped."""
-    policy = ConcurrencyPolicy.from_velero({"loadConcurrency": {"globalConfig": 2, "perNodeConfig": [{}]}})
+    policy = ConcurrencyPolicy.from_velero(
+        {"loadConcurrency": {"globalConfig": 2, "perNodeConfig": [{}]}}
+    )
     assert policy.resolve({}).value == 2
     assert len(policy.skipped) == 1
 
@@ -163,14 +173,26 @@ def test_missing_number_counts_as_zero() -> None:
 @pytest.mark.parametrize(
     ("selector", "path_tail", "fragment"),
     [
-        ({"matchExpressions": [{"key": "a", "operator": "Like", "values": ["b"]}]},
-         "nodeSelector.matchExpressions[0]", "not a valid label selector operator"),
-        ({"matchExpressions": [{"key": "a", "operator": "In", "values": []}]},
-         "nodeSelector.matchExpressions[0]", "needs at least one value"),
-        ({"matchLabels": {"inva/lid": "inva/lid"}}, 'nodeSelector.matchLabels["inva/lid"]', "label value"),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "Like", "values": ["b"]}]},
+            "nodeSelector.matchExpressions[0]",
+            "not a valid label selector operator",
+        ),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "In", "values": []}]},
+            "nodeSelector.matchExpressions[0]",
+            "needs at least one value",
+        ),
+        (
+            {"matchLabels": {"inva/lid": "inva/lid"}},
+            'nodeSelector.matchLabels["inva/lid"]',
+            "label value",
+        ),
     ],
 )
-def test_rule_with_bad_selector_is_skipped_with_warning(selector: Any, path_tail: str, fragment: str) -> None:
+def test_rule_with_bad_selector_is_skipped_with_warning(
+    selector: Any, path_tail: str, fragment: str
+) -> None:
     """A selector that does not parse makes its rule skipped, with the precise path."""
     policy = ConcurrencyPolicy.from_velero(lc(2, (selector, 1), ({"matchLabels": {"a": "b"}}, 4)))
     r = policy.resolve({"a": "b"})
@@ -183,7 +205,9 @@ def test_rule_with_bad_selector_is_skipped_with_warning(selector: Any, path_tail
 
 def test_bad_selector_is_checked_before_bad_number() -> None:
     """When both selector and number are bad, the selector is what is reported (Velero's order)."""
-    policy = ConcurrencyPolicy.from_velero(lc(2, ({"matchExpressions": [{"key": "a", "operator": "X"}]}, 0)))
+    policy = ConcurrencyPolicy.from_velero(
+        lc(2, ({"matchExpressions": [{"key": "a", "operator": "X"}]}, 0))
+    )
     (skip,) = policy.skipped
     assert "selector does not parse" in skip.reason
 
@@ -210,7 +234,9 @@ def test_smallest_wins_regardless_of_order() -> None:
     """Rule order does not change which matching number wins."""
     rules = [({"matchLabels": {"a": "1"}}, 9), ({}, 4), ({"matchLabels": {"b": "2"}}, 6)]
     for ordering in (rules, rules[::-1]):
-        assert ConcurrencyPolicy.from_velero(lc(2, *ordering)).resolve({"a": "1", "b": "2"}).value == 4
+        assert (
+            ConcurrencyPolicy.from_velero(lc(2, *ordering)).resolve({"a": "1", "b": "2"}).value == 4
+        )
 
 
 def test_equal_numbers_pick_the_first_matching_rule_as_winner() -> None:
@@ -231,7 +257,7 @@ def test_huge_global_number_is_used() -> None:
 
 @pytest.mark.parametrize("number", [2**31 - 1, 2**31, 2**62])
 def test_rule_number_at_velero_ceiling_is_skipped(number: int) -> None:
-    """Velero's search starts at MaxInt32, so rules with such numbers never win; we skip and say so."""
+    """Velero starts its search at MaxInt32, so such rules never win; we skip and say so."""
     policy = ConcurrencyPolicy.from_velero(lc(2, ({}, number)))
     r = policy.resolve({})
     assert (r.value, r.source) == (2, "global")
@@ -253,14 +279,28 @@ def test_rule_number_at_velero_ceiling_is_skipped(number: int) -> None:
         (lc(3.0), "loadConcurrency.globalConfig", "got the number 3.0"),
         (lc(True), "loadConcurrency.globalConfig", "got the boolean true"),
         (lc(2**63), "loadConcurrency.globalConfig", "does not fit in 64 bits"),
-        ({"loadConcurrency": {"perNodeConfig": {"a": 1}}}, "loadConcurrency.perNodeConfig", "expected a list"),
+        (
+            {"loadConcurrency": {"perNodeConfig": {"a": 1}}},
+            "loadConcurrency.perNodeConfig",
+            "expected a list",
+        ),
         ({"loadConcurrency": []}, "loadConcurrency", "expected an object"),
-        (lc(2, ({"matchLabels": {"a": 1}}, 1)), 'loadConcurrency.perNodeConfig[0].nodeSelector.matchLabels["a"]',
-         "expected a string"),
-        ({"kind": "ConfigMap", "apiVersion": "v1", "data": {"a.json": "{}", "b.json": "{}"}}, "data",
-         "has 2 keys (a.json, b.json); Velero expects exactly one"),
+        (
+            lc(2, ({"matchLabels": {"a": 1}}, 1)),
+            'loadConcurrency.perNodeConfig[0].nodeSelector.matchLabels["a"]',
+            "expected a string",
+        ),
+        (
+            {"kind": "ConfigMap", "apiVersion": "v1", "data": {"a.json": "{}", "b.json": "{}"}},
+            "data",
+            "has 2 keys (a.json, b.json); Velero expects exactly one",
+        ),
         ({"kind": "ConfigMap", "apiVersion": "v1"}, "data", "no data"),
-        ({"kind": "ConfigMap", "apiVersion": "v1", "data": {"a.json": "{"}}, 'data["a.json"]', "not valid JSON"),
+        (
+            {"kind": "ConfigMap", "apiVersion": "v1", "data": {"a.json": "{"}},
+            'data["a.json"]',
+            "not valid JSON",
+        ),
         (b"\xff\xfe", "", "not UTF-8"),
         ('{"loadConcurrency": {"globalConfig": NaN}}', "", "NaN is not valid JSON"),
     ],
@@ -295,7 +335,12 @@ def test_all_structural_problems_are_reported_at_once() -> None:
 
 def test_null_means_not_set() -> None:
     """JSON null reads as absent, as Go does: null global -> default, null rule -> skipped."""
-    doc = {"loadConcurrency": {"globalConfig": None, "perNodeConfig": [None, {"nodeSelector": None, "number": 4}]}}
+    doc = {
+        "loadConcurrency": {
+            "globalConfig": None,
+            "perNodeConfig": [None, {"nodeSelector": None, "number": 4}],
+        }
+    }
     policy = ConcurrencyPolicy.from_velero(doc)
     r = policy.resolve({})
     assert (r.value, r.matched, [s.index for s in r.skipped]) == (4, (1,), [0])
@@ -326,7 +371,10 @@ def test_strict_mode_reports_every_semantic_problem_at_once() -> None:
             "perNodeConfig": [
                 {"nodeSelector": {"matchLabels": {"a": "b"}}, "number": 2},
                 {"nodeSelector": {"matchLabels": {"a": "b"}}, "number": 0},
-                {"nodeSelector": {"matchExpressions": [{"key": "a", "operator": "Bad"}]}, "number": 1},
+                {
+                    "nodeSelector": {"matchExpressions": [{"key": "a", "operator": "Bad"}]},
+                    "number": 1,
+                },
             ],
         },
         "podResourcez": {},
@@ -365,7 +413,10 @@ def test_other_sections_are_kept_on_the_policy() -> None:
 
 def test_code_built_policy_uses_the_same_semantics() -> None:
     """ConcurrencyPolicy(...) resolves like the equivalent document."""
-    policy = ConcurrencyPolicy(global_number=2, rules=[Rule("kubernetes.io/hostname=node1", 3), Rule({"matchLabels": B4MS}, 5)])
+    policy = ConcurrencyPolicy(
+        global_number=2,
+        rules=[Rule("kubernetes.io/hostname=node1", 3), Rule({"matchLabels": B4MS}, 5)],
+    )
     assert policy.resolve({**NODE1, **B4MS}).value == 3
     assert policy.resolve({}).value == 2
 
@@ -387,7 +438,9 @@ def test_code_built_invalid_rule_is_skipped_with_code_path() -> None:
         ({"rules": [("a=b", 3)]}, TypeError, r"rules\[0\] must be a Rule"),
     ],
 )
-def test_constructor_validates_arguments(kwargs: dict[str, Any], error: type[Exception], fragment: str) -> None:
+def test_constructor_validates_arguments(
+    kwargs: dict[str, Any], error: type[Exception], fragment: str
+) -> None:
     """Bad constructor arguments are errors that name the argument."""
     with pytest.raises(error, match=fragment):
         ConcurrencyPolicy(**kwargs)
@@ -429,7 +482,10 @@ def test_explain_for_fallbacks() -> None:
         "1 is the default: the global number -1 is invalid\n"
         "  warning: global number -1 is invalid (must be at least 1); used the default 1"
     )
-    assert "labels are unavailable" in ConcurrencyPolicy.from_velero(VELERO_SAMPLE).resolve(None).explain()
+    assert (
+        "labels are unavailable"
+        in ConcurrencyPolicy.from_velero(VELERO_SAMPLE).resolve(None).explain()
+    )
 
 
 # -- RuledPolicy ----------------------------------------------------------------------------
@@ -497,7 +553,13 @@ def selector_specs(draw: st.DrawFn) -> dict[str, Any]:
     for _ in range(draw(st.integers(0, 2))):
         op = draw(st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist", "Bogus"]))
         values = draw(st.lists(_vals, min_size=0 if op == "Bogus" else 1, max_size=3))
-        exprs.append({"key": draw(_keys), "operator": op, "values": [] if op in ("Exists", "DoesNotExist") else values})
+        exprs.append(
+            {
+                "key": draw(_keys),
+                "operator": op,
+                "values": [] if op in ("Exists", "DoesNotExist") else values,
+            }
+        )
     if exprs:
         spec["matchExpressions"] = exprs
     return spec
@@ -533,7 +595,12 @@ def test_result_is_min_over_matching_valid_rules_or_the_fallback(
 
 
 @given(
-    rules=st.lists(st.tuples(selector_specs().filter(lambda s: "Bogus" not in json.dumps(s)), st.integers(0, 9)), max_size=10),
+    rules=st.lists(
+        st.tuples(
+            selector_specs().filter(lambda s: "Bogus" not in json.dumps(s)), st.integers(0, 9)
+        ),
+        max_size=10,
+    ),
     labels=st.dictionaries(_keys, _vals, max_size=5),
     combine=st.sampled_from(["min", "max", "first"]),
 )

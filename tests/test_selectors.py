@@ -11,8 +11,13 @@ from throttlekit import LabelSelector, SelectorError, SelectorRequirement
 
 def test_empty_selector_matches_everything() -> None:
     """The empty selector matches any labels, including none."""
-    for sel in (LabelSelector(), LabelSelector.parse(""), LabelSelector.from_dict({}),
-                LabelSelector.from_dict(None), LabelSelector.everything()):
+    for sel in (
+        LabelSelector(),
+        LabelSelector.parse(""),
+        LabelSelector.from_dict({}),
+        LabelSelector.from_dict(None),
+        LabelSelector.everything(),
+    ):
         assert sel.matches({})
         assert sel.matches({"a": "b"})
         assert sel.is_empty()
@@ -45,7 +50,9 @@ def test_empty_selector_matches_everything() -> None:
         ("a=b,c=d", {"a": "b"}, False),
     ],
 )
-def test_string_syntax_matches_like_kubernetes(text: str, labels: dict[str, str], expected: bool) -> None:
+def test_string_syntax_matches_like_kubernetes(
+    text: str, labels: dict[str, str], expected: bool
+) -> None:
     """Each kubectl operator matches exactly as Kubernetes evaluates it."""
     assert LabelSelector.parse(text).matches(labels) is expected
 
@@ -97,18 +104,36 @@ def test_two_in_requirements_on_one_key_survive_to_dict() -> None:
 @pytest.mark.parametrize(
     ("spec", "path", "fragment"),
     [
-        ({"matchExpressions": [{"key": "a", "operator": "Like", "values": ["x"]}]},
-         "matchExpressions[0]", "'Like' is not a valid label selector operator"),
-        ({"matchExpressions": [{"key": "a", "operator": "in", "values": ["x"]}]},
-         "matchExpressions[0]", "'in' is not a valid"),  # operators are case-sensitive
-        ({"matchExpressions": [{"key": "a", "operator": "In", "values": []}]},
-         "matchExpressions[0]", "needs at least one value"),
-        ({"matchExpressions": [{"key": "a", "operator": "NotIn"}]},
-         "matchExpressions[0]", "needs at least one value"),
-        ({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]},
-         "matchExpressions[0]", "takes no values"),
-        ({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]},
-         "matchExpressions[0]", "'Gt' is not a valid"),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "Like", "values": ["x"]}]},
+            "matchExpressions[0]",
+            "'Like' is not a valid label selector operator",
+        ),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "in", "values": ["x"]}]},
+            "matchExpressions[0]",
+            "'in' is not a valid",
+        ),  # operators are case-sensitive
+        (
+            {"matchExpressions": [{"key": "a", "operator": "In", "values": []}]},
+            "matchExpressions[0]",
+            "needs at least one value",
+        ),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "NotIn"}]},
+            "matchExpressions[0]",
+            "needs at least one value",
+        ),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]},
+            "matchExpressions[0]",
+            "takes no values",
+        ),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]},
+            "matchExpressions[0]",
+            "'Gt' is not a valid",
+        ),
         ({"matchLabels": {"inva/lid": "inva/lid"}}, 'matchLabels["inva/lid"]', "label value"),
         ({"matchLabels": {"-bad": "x"}}, 'matchLabels["-bad"]', "label key"),
         ({"matchLabels": {"Example.com/a": "x"}}, 'matchLabels["Example.com/a"]', "lowercase DNS"),
@@ -117,11 +142,16 @@ def test_two_in_requirements_on_one_key_survive_to_dict() -> None:
         ({"matchLabels": {"a/": "x"}}, 'matchLabels["a/"]', "name part must not be empty"),
         ({"matchLabels": []}, "matchLabels", "must be an object"),
         ({"matchLabelz": {}}, "matchLabelz", "unknown key"),
-        ({"matchExpressions": [{"key": "a", "operator": "Exists", "valuez": []}]},
-         "matchExpressions[0]", "unknown key 'valuez'"),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "Exists", "valuez": []}]},
+            "matchExpressions[0]",
+            "unknown key 'valuez'",
+        ),
     ],
 )
-def test_from_dict_rejects_invalid_selectors_with_a_path(spec: dict, path: str, fragment: str) -> None:  # type: ignore[type-arg]
+def test_from_dict_rejects_invalid_selectors_with_a_path(
+    spec: dict, path: str, fragment: str
+) -> None:  # type: ignore[type-arg]
     """Every invalid selector is a SelectorError that says where and why."""
     with pytest.raises(SelectorError) as info:
         LabelSelector.from_dict(spec)
@@ -200,7 +230,9 @@ _names = st.builds(
     st.text(_ALNUM + "-_.", max_size=6),
     st.sampled_from(["", *_ALNUM]),
 ).filter(lambda n: n[-1] in _ALNUM)
-_prefixes = st.lists(st.text("abc019", min_size=1, max_size=4), min_size=1, max_size=3).map(".".join)
+_prefixes = st.lists(st.text("abc019", min_size=1, max_size=4), min_size=1, max_size=3).map(
+    ".".join
+)
 _keys = st.one_of(_names, st.builds(lambda p, n: f"{p}/{n}", _prefixes, _names))
 _values = st.one_of(st.just(""), _names)
 
@@ -212,7 +244,9 @@ def requirements(draw: st.DrawFn) -> SelectorRequirement:
     return SelectorRequirement(key=draw(_keys), operator=op, values=values)
 
 
-selectors = st.builds(lambda rs: LabelSelector(requirements=rs), st.lists(requirements(), max_size=5))
+selectors = st.builds(
+    lambda rs: LabelSelector(requirements=rs), st.lists(requirements(), max_size=5)
+)
 label_sets = st.dictionaries(_keys, _values, max_size=6)
 
 

@@ -28,7 +28,11 @@ FULL: dict[str, Any] = {
         {"nodeSelector": {"matchLabels": {"environment": "staging"}}, "storageClass": "fast-ssd"},
     ],
     "backupPVC": {
-        "fast-storage": {"storageClass": "backup-optimized-class", "readOnly": True, "spcNoRelabeling": True},
+        "fast-storage": {
+            "storageClass": "backup-optimized-class",
+            "readOnly": True,
+            "spcNoRelabeling": True,
+        },
         "slow-storage": {"storageClass": "backup-storage-2", "annotations": {"a": "b"}},
     },
     "restorePVC": {"ignoreDelayBinding": True},
@@ -95,7 +99,9 @@ def test_case_variant_keys_round_trip_with_their_spelling() -> None:
 
 def test_last_duplicate_spelling_wins_like_go() -> None:
     """With both spellings present, the later key in the document wins, as in Go."""
-    cfg = VeleroNodeAgentConfig.from_json('{"loadConcurrency": {"globalConfig": 1, "GLOBALCONFIG": 7}}')
+    cfg = VeleroNodeAgentConfig.from_json(
+        '{"loadConcurrency": {"globalConfig": 1, "GLOBALCONFIG": 7}}'
+    )
     assert cfg.load_concurrency is not None and cfg.load_concurrency.global_config == 7
 
 

@@ -122,7 +122,9 @@ async def test_first_load_failure_uses_fallback(tmp_path: Path) -> None:
         assert (await watcher.wait_for_change()).resolve({}).value == 6
 
 
-async def test_custom_loader_and_failing_subscriber(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_custom_loader_and_failing_subscriber(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Any loader works; a subscriber that raises is logged and does not stop the others."""
     path = tmp_path / "rate.txt"
     path.write_text("10")
@@ -196,7 +198,9 @@ def test_check_is_usable_without_an_event_loop(tmp_path: Path) -> None:
         ({"load": int, "strict": True}, ValueError, "strict= applies to the default"),
     ],
 )
-def test_constructor_validates(kwargs: dict[str, Any], error: type[Exception], fragment: str) -> None:
+def test_constructor_validates(
+    kwargs: dict[str, Any], error: type[Exception], fragment: str
+) -> None:
     """Bad arguments name themselves."""
     with pytest.raises(error, match=fragment):
         PolicyWatcher("x", **kwargs)

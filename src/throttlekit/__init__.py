@@ -13,7 +13,6 @@ from ._selectors import LabelSelector, SelectorRequirement
 from ._velero import VeleroNodeAgentConfig
 from ._watch import PolicyWatcher, PolicyWatcherStatistics
 
-
 __all__ = [
     "ConcurrencyPolicy",
     "ConfigError",

@@ -77,7 +77,9 @@ def read_nodes(data: bytes, where: str) -> list[tuple[str, dict[str, str]]]:
     elif isinstance(doc, list):
         items = doc
     else:
-        raise _InputError(f"{where}: expected `kubectl get nodes -o json` output, got {describe(doc)}")
+        raise _InputError(
+            f"{where}: expected `kubectl get nodes -o json` output, got {describe(doc)}"
+        )
     nodes: list[tuple[str, dict[str, str]]] = []
     for i, item in enumerate(items):
         meta = item.get("metadata") if isinstance(item, Mapping) else None
@@ -165,7 +167,9 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
     if args.labels is not None:
-        subjects: list[tuple[str, dict[str, str] | None]] = [("(labels)", parse_labels(args.labels))]
+        subjects: list[tuple[str, dict[str, str] | None]] = [
+            ("(labels)", parse_labels(args.labels))
+        ]
     else:
         subjects = list(read_nodes(_read_text(args.nodes), args.nodes))
     try:
@@ -184,7 +188,7 @@ def _cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _sample(name: str) -> bytes:
-    return files("throttlekit").joinpath("data", name).read_bytes()
+    return files("throttlekit").joinpath("data").joinpath(name).read_bytes()
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
@@ -205,7 +209,9 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     broken = json.loads(json.loads(configmap)["data"]["node-agent-config.json"])
     broken["loadConcurrency"]["globalconfig"] = broken["loadConcurrency"].pop("globalConfig")
     broken["loadConcurrency"]["perNodeConfig"][1]["number"] = 0
-    broken["loadConcurrency"]["perNodeConfig"][2]["nodeSelector"]["matchExpressions"][0]["operator"] = "in"
+    broken["loadConcurrency"]["perNodeConfig"][2]["nodeSelector"]["matchExpressions"][0][
+        "operator"
+    ] = "in"
     out.write(
         "\nThe same document with three typical mistakes (a mis-cased key, a zero number,\n"
         "a lower-case operator). Velero starts anyway, silently using the first and only\n"

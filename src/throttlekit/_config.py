@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar, get_args, get_origin
@@ -135,6 +134,15 @@ def _structure_any(value: object, _: type) -> object:
 # -- containers: check the JSON shape before iterating -------------------------------
 
 
+def _add_note(exc: BaseException, note: str) -> None:
+    # BaseException.add_note() is 3.11+; cattrs reads __notes__ on every version.
+    exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined,unused-ignore]
+
+
+def _origin(t: Any) -> object:
+    return get_origin(t)
+
+
 def _tuple_hook(conv: cattrs.Converter, t: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
     (elem, _ellipsis) = get_args(t)
     handler = conv.get_structure_hook(elem)
@@ -148,10 +156,7 @@ def _tuple_hook(conv: cattrs.Converter, t: Any) -> Callable[[Any, Any], tuple[An
             try:
                 out.append(handler(item, elem))
             except Exception as exc:
-                exc.__notes__ = [
-                    *getattr(exc, "__notes__", []),
-                    IterableValidationNote(f"Structuring {t} @ index {i}", i, elem),
-                ]
+                _add_note(exc, IterableValidationNote(f"Structuring {t} @ index {i}", i, elem))
                 errors.append(exc)
         if errors:
             raise IterableValidationError(f"While structuring {t}", errors, t)
@@ -173,10 +178,7 @@ def _dict_hook(conv: cattrs.Converter, t: Any) -> Callable[[Any, Any], dict[str,
             try:
                 out[k] = handler(v, val)
             except Exception as exc:
-                exc.__notes__ = [
-                    *getattr(exc, "__notes__", []),
-                    IterableValidationNote(f"Structuring {t} @ key {k!r}", k, val),
-                ]
+                _add_note(exc, IterableValidationNote(f"Structuring {t} @ key {k!r}", k, val))
                 errors.append(exc)
         if errors:
             raise IterableValidationError(f"While structuring {t}", errors, t)
@@ -247,17 +249,18 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(bool, _structure_bool)
     conv.register_structure_hook(Any, _structure_any)
     conv.register_structure_hook_factory(
-        lambda t: get_origin(t) is tuple, lambda t: _tuple_hook(conv, t)
+        lambda t: _origin(t) is tuple, lambda t: _tuple_hook(conv, t)
     )
     conv.register_structure_hook_factory(
-        lambda t: get_origin(t) is dict, lambda t: _dict_hook(conv, t)
+        lambda t: _origin(t) is dict, lambda t: _dict_hook(conv, t)
     )
     conv.register_structure_hook_factory(_is_model, lambda cls: _model_structure_hook(conv, cls))
     conv.register_unstructure_hook_factory(
         _is_model, lambda cls: _model_unstructure_hook(conv, cls)
     )
     conv.register_unstructure_hook_factory(
-        lambda t: get_origin(t) is tuple or t is tuple, lambda t: lambda v: [conv.unstructure(x) for x in v]
+        lambda t: _origin(t) is tuple or t is tuple,
+        lambda t: lambda v: [conv.unstructure(x) for x in v],
     )
     return conv
 
@@ -312,7 +315,9 @@ def _problems_from(exc: BaseException, path: str, owner: Any) -> Iterator[Config
                     sub_path = _join(path, json_name)
                 elif isinstance(note, IterableValidationNote):
                     index = note.index
-                    sub_path = path + (f"[{index}]" if isinstance(index, int) else f"[{json.dumps(index)}]")
+                    sub_path = path + (
+                        f"[{index}]" if isinstance(index, int) else f"[{json.dumps(index)}]"
+                    )
             yield from _problems_from(sub, sub_path, getattr(sub, "cl", owner))
         return
     yield ConfigProblem(path=path, message=str(exc))
@@ -364,6 +369,10 @@ def _unknown_key(key: object, valid: list[str]) -> str:
 # -- reading documents ----------------------------------------------------------------
 
 
+def _error(path: str, message: str) -> ConfigError:
+    return ConfigError([ConfigProblem(path=path, message=message)])
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -374,26 +383,35 @@ def parse_json_text(text: str | bytes | bytearray, *, where: str = "") -> Any:
         try:
             text = bytes(text).decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise ConfigError(
-                [ConfigProblem(path=where, message=f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
-            ) from None
+            raise _error(where, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise ConfigError(
-            [
-                ConfigProblem(
-                    path=where,
-                    message=f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-                )
-            ]
-        ) from None
+        message = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        raise _error(where, message) from None
     except ValueError as exc:
-        raise ConfigError([ConfigProblem(path=where, message=str(exc))]) from None
+        raise _error(where, str(exc)) from None
 
 
 def _is_config_map(doc: Mapping[str, Any]) -> bool:
     return doc.get("kind") == "ConfigMap" or ("apiVersion" in doc and "data" in doc)
+
+
+def _config_map_payload(doc: Mapping[str, Any]) -> Any:
+    """The decoded JSON inside a ConfigMap's single data key, as Velero reads it."""
+    data = doc.get("data")
+    if not isinstance(data, Mapping) or not data:
+        raise _error("data", "the ConfigMap has no data; Velero expects one key holding the JSON")
+    if len(data) > 1:
+        keys = ", ".join(sorted(map(str, data)))
+        raise _error(
+            "data", f"the ConfigMap has {len(data)} keys ({keys}); Velero expects exactly one"
+        )
+    ((key, text),) = data.items()
+    where = f"data[{json.dumps(key)}]"
+    if not isinstance(text, str):
+        raise _error(where, f"expected JSON text, got {describe(text)}")
+    return parse_json_text(text, where=where)
 
 
 def read_json_document(doc: Any) -> dict[str, Any]:
@@ -406,32 +424,8 @@ def read_json_document(doc: Any) -> dict[str, Any]:
     """
     if isinstance(doc, str | bytes | bytearray):
         doc = parse_json_text(doc)
+    if isinstance(doc, Mapping) and _is_config_map(doc):
+        doc = _config_map_payload(doc)
     if not isinstance(doc, Mapping):
-        raise ConfigError(
-            [ConfigProblem(path="", message=f"the configuration must be a JSON object, got {describe(doc)}")]
-        )
-    if _is_config_map(doc):
-        data = doc.get("data")
-        if not isinstance(data, Mapping) or not data:
-            raise ConfigError(
-                [ConfigProblem(path="data", message="the ConfigMap has no data; Velero expects one key holding the JSON configuration")]
-            )
-        if len(data) > 1:
-            keys = ", ".join(sorted(map(str, data)))
-            raise ConfigError(
-                [
-                    ConfigProblem(
-                        path="data",
-                        message=f"the ConfigMap has {len(data)} keys ({keys}); Velero expects exactly one",
-                    )
-                ]
-            )
-        ((key, text),) = data.items()
-        if not isinstance(text, str):
-            raise ConfigError(
-                [ConfigProblem(path=f"data[{json.dumps(key)}]", message=f"expected JSON text, got {describe(text)}")]
-            )
-        return read_json_document(parse_json_text(text, where=f"data[{json.dumps(key)}]"))
-    if any(isinstance(v, float) and not math.isfinite(v) for v in doc.values()):
-        raise ConfigError([ConfigProblem(path="", message="NaN and Infinity are not valid JSON")])
+        raise _error("", f"the configuration must be a JSON object, got {describe(doc)}")
     return dict(doc)

@@ -55,6 +55,10 @@ def _to_selector(value: LabelSelector | str | Mapping[str, Any] | None) -> Label
     )
 
 
+def _rule_tuple(rules: Iterable[Rule[Any]]) -> tuple[Rule[Any], ...]:
+    return tuple(rules)
+
+
 @frozen
 class Rule(Generic[V]):
     """
@@ -135,7 +139,8 @@ class Resolution(Generic[V]):
         lines = [f"{self.value} {self.reason}"]
         if self.matched:
             shown = ", ".join(
-                f"rule {i} ({rule})" for i, rule in zip(self.matched, self.matched_rules, strict=True)
+                f"rule {i} ({rule})"
+                for i, rule in zip(self.matched, self.matched_rules, strict=True)
             )
             lines.append(f"  matched: {shown}")
         lines.extend(f"  skipped: rule {s.index}: {s.reason}" for s in self.skipped)
@@ -230,7 +235,9 @@ def _pick(values: Sequence[Any], combine: Combine) -> int:
 
 def _check_labels(labels: object) -> None:
     if labels is not None and not isinstance(labels, Mapping):
-        raise TypeError(f"labels must be a mapping of str to str or None, got {type(labels).__name__}")
+        raise TypeError(
+            f"labels must be a mapping of str to str or None, got {type(labels).__name__}"
+        )
 
 
 _COMBINE_WORDS: Final = {"min": "smallest", "max": "largest", "first": "first"}
@@ -273,7 +280,7 @@ class RuledPolicy(Generic[V]):
     """
 
     default: V
-    rules: tuple[Rule[V], ...] = field(default=(), converter=tuple)
+    rules: tuple[Rule[V], ...] = field(default=(), converter=_rule_tuple)
     combine: Combine = field(default="min", validator=in_(("min", "max", "first")))
     _index: _RuleIndex = field(init=False, repr=False, eq=False)
 
@@ -284,7 +291,7 @@ class RuledPolicy(Generic[V]):
                 raise TypeError(f"rules[{i}] must be a Rule, got {type(rule).__name__}")
         if self.combine != "first" and len(self.rules) > 1:
             try:
-                sorted(rule.value for rule in self.rules)
+                sorted([rule.value for rule in self.rules])  # type: ignore[type-var]
             except TypeError:
                 raise TypeError(
                     f"combine={self.combine!r} needs rule values that can be compared with "
@@ -311,8 +318,14 @@ class RuledPolicy(Generic[V]):
             )
         matched = self._index.matching(labels)
         if not matched:
-            reason = "is the default: no rule matches" if self.rules else "is the default: there are no rules"
-            return Resolution(value=self.default, source="default", reason=reason, combine=self.combine)
+            reason = (
+                "is the default: no rule matches"
+                if self.rules
+                else "is the default: there are no rules"
+            )
+            return Resolution(
+                value=self.default, source="default", reason=reason, combine=self.combine
+            )
         rules = tuple(self.rules[i] for i in matched)
         best = _pick([r.value for r in rules], self.combine)
         return Resolution(
@@ -381,7 +394,7 @@ class ConcurrencyPolicy:
     """
 
     global_number: int | None = None
-    rules: tuple[Rule[int], ...] = field(default=(), converter=tuple)
+    rules: tuple[Rule[int], ...] = field(default=(), converter=_rule_tuple)
     default: int = 1
     #: The document this policy was read from, when it came from :meth:`from_velero`.
     config: VeleroNodeAgentConfig | None = field(default=None, eq=False, repr=False)
@@ -463,9 +476,7 @@ class ConcurrencyPolicy:
     # -- loading ----------------------------------------------------------------------
 
     @classmethod
-    def from_velero(
-        cls, doc: Any, *, strict: bool = False, default: int = 1
-    ) -> ConcurrencyPolicy:
+    def from_velero(cls, doc: Any, *, strict: bool = False, default: int = 1) -> ConcurrencyPolicy:
         """
         Read Velero's node-agent configuration, unchanged.
 
@@ -483,7 +494,9 @@ class ConcurrencyPolicy:
         ``strict=True`` turns every warning into a problem and raises one
         :class:`ConfigError` listing them all.
         """
-        config = doc if isinstance(doc, VeleroNodeAgentConfig) else VeleroNodeAgentConfig.from_json(doc)
+        config = (
+            doc if isinstance(doc, VeleroNodeAgentConfig) else VeleroNodeAgentConfig.from_json(doc)
+        )
         policy = cls._from_config(config, default=default)
         if strict and policy.warnings:
             raise ConfigError(policy.warnings)
@@ -496,7 +509,9 @@ class ConcurrencyPolicy:
         warnings = list(config.problems)
         section = config.load_concurrency
         if section is None:
-            return cls(default=default, config=config, _load_warnings=tuple(warnings), _from_document=True)
+            return cls(
+                default=default, config=config, _load_warnings=tuple(warnings), _from_document=True
+            )
         global_number = section.global_config
         if global_number is None:
             warnings.append(
@@ -559,9 +574,15 @@ class ConcurrencyPolicy:
         c = self._compiled
         warnings: list[str] = [c.global_warning] if c.global_warning else []
         if not c.has_rules:
-            reason = c.fallback_reason + ("" if c.fallback_source == "default" else ": there are no rules")
+            reason = c.fallback_reason + (
+                "" if c.fallback_source == "default" else ": there are no rules"
+            )
             return Resolution(
-                value=c.fallback, source=c.fallback_source, reason=reason, skipped=c.skipped, warnings=tuple(warnings)
+                value=c.fallback,
+                source=c.fallback_source,
+                reason=reason,
+                skipped=c.skipped,
+                warnings=tuple(warnings),
             )
         if labels is None:
             warnings.append(f"node labels unavailable; used the global number {c.fallback}")
@@ -597,7 +618,9 @@ class ConcurrencyPolicy:
         )
 
     def resolve_many(
-        self, subjects: Mapping[str, Mapping[str, str] | None] | Iterable[tuple[str, Mapping[str, str] | None]]
+        self,
+        subjects: Mapping[str, Mapping[str, str] | None]
+        | Iterable[tuple[str, Mapping[str, str] | None]],
     ) -> dict[str, Resolution[int]]:
         """Resolve several named subjects (such as nodes) at once: name -> resolution."""
         items = subjects.items() if isinstance(subjects, Mapping) else subjects
@@ -615,4 +638,3 @@ class _Compiled:
     index: _RuleIndex
     skipped: tuple[SkippedRule, ...]
     warnings: tuple[ConfigProblem, ...]
-

@@ -32,7 +32,9 @@ _OPERATOR_ORDER: Final = {op: i for i, op in enumerate(_OPERATORS)}
 _NAME_MAX = 63
 _PREFIX_MAX = 253
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-_DNS1123_SUBDOMAIN_RE: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS1123_SUBDOMAIN_RE: Final = re.compile(
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
 
 
 def _key_problem(key: object) -> str | None:
@@ -389,9 +391,7 @@ class _Parser:
             raise self.error(f"expected {what}, found {tok!r}", pos)
         return tok, pos
 
-    def build(
-        self, key: str, op: Operator, values: Iterable[str], pos: int
-    ) -> SelectorRequirement:
+    def build(self, key: str, op: Operator, values: Iterable[str], pos: int) -> SelectorRequirement:
         values = list(values)
         problem = _requirement_problem(key, op, values)
         if problem is not None:

@@ -84,8 +84,8 @@ class PolicyWatcher(Generic[P]):
     """
 
     __slots__ = (
-        "_checks",
         "_changed",
+        "_checks",
         "_fallback",
         "_interval",
         "_last_data",
@@ -139,7 +139,9 @@ class PolicyWatcher(Generic[P]):
         if not (math.isfinite(interval) and interval > 0):
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
         if load is not None and strict:
-            raise ValueError("strict= applies to the default Velero loader; pass it to your load= instead")
+            raise ValueError(
+                "strict= applies to the default Velero loader; pass it to your load= instead"
+            )
         if load is None:
 
             def load(data: bytes) -> ConcurrencyPolicy:
@@ -224,7 +226,12 @@ class PolicyWatcher(Generic[P]):
             data = self._path.read_bytes()
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            self._reject(None, ConfigError([ConfigProblem(path="", message=f"cannot read {self._path}: {reason}")]))
+            self._reject(
+                None,
+                ConfigError(
+                    [ConfigProblem(path="", message=f"cannot read {self._path}: {reason}")]
+                ),
+            )
             return False
         if data == self._last_data:
             return False

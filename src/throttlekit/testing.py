@@ -58,20 +58,22 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     """
 
     def __init__(self) -> None:
-        super().__init__(selectors.DefaultSelector())
+        selector = selectors.DefaultSelector()
+        super().__init__(selector)
         self._virtual_now = 0.0
-        real_select = self._selector.select
+        real_select = selector.select
 
         def select(timeout: float | None = None) -> list[Any]:
-            ready = real_select(0)  # I/O and call_soon_threadsafe() still wake us
+            ready: list[Any] = real_select(0)  # I/O and call_soon_threadsafe() still wake us
             if ready or timeout == 0:
                 return ready
             if timeout is None:  # no timer at all: really wait for I/O
-                return real_select(None)
+                waited: list[Any] = real_select(None)
+                return waited
             self._virtual_now += timeout  # idle: jump straight to the next timer
             return []
 
-        self._selector.select = select  # type: ignore[method-assign]
+        selector.select = select  # type: ignore[method-assign]
 
     def time(self) -> float:
         """The virtual time, starting at 0.0."""
