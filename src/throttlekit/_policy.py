@@ -359,7 +359,7 @@ def _skip_reason(number: int) -> str | None:
 
 
 @final
-@frozen(kw_only=True)
+@frozen(kw_only=True, init=False)
 class ConcurrencyPolicy:
     """
     How many loads may run at once on each node: Velero's node-agent ``loadConcurrency``.
@@ -405,6 +405,19 @@ class ConcurrencyPolicy:
     )
     _from_document: bool = field(default=False, alias="_from_document", repr=False, eq=False)
     _compiled: _Compiled = field(init=False, repr=False, eq=False)
+
+    def __init__(
+        self,
+        *,
+        global_number: int | None = None,
+        rules: Iterable[Rule[int]] = (),
+        default: int = 1,
+    ) -> None:
+        """
+        Build a policy in code: ``global_number`` (``None`` = not set), ``rules`` whose
+        values are concurrency numbers, and the hard ``default`` (at least 1).
+        """
+        self.__attrs_init__(global_number=global_number, rules=rules, default=default)
 
     @_compiled.default
     def _compile(self) -> _Compiled:
@@ -509,9 +522,7 @@ class ConcurrencyPolicy:
         warnings = list(config.problems)
         section = config.load_concurrency
         if section is None:
-            return cls(
-                default=default, config=config, _load_warnings=tuple(warnings), _from_document=True
-            )
+            return cls._build(default=default, config=config, _load_warnings=tuple(warnings))
         global_number = section.global_config
         if global_number is None:
             warnings.append(
@@ -539,16 +550,22 @@ class ConcurrencyPolicy:
                 continue
             rules.append(Rule(selector, entry.number or 0))
             indices.append(i)
-        return cls(
-            global_number=global_number if global_number is not None else None,
+        return cls._build(
+            global_number=global_number,
             rules=rules,
             default=default,
             config=config,
             _rule_indices=tuple(indices),
             _load_skipped=tuple(skipped),
             _load_warnings=tuple(warnings),
-            _from_document=True,
         )
+
+    @classmethod
+    def _build(cls, **fields: Any) -> ConcurrencyPolicy:
+        """A policy read from a document (the public constructor hides these fields)."""
+        policy = cls.__new__(cls)
+        policy.__attrs_init__(_from_document=True, **fields)
+        return policy
 
     # -- use ----------------------------------------------------------------------------
 
