@@ -1,0 +1,1 @@
+"""Benchmarks: figures and ratios against the alternatives users would pick; not tests."""
