@@ -252,6 +252,28 @@ def _rule_reason(index: int, rule: Rule[Any], n_matched: int, combine: Combine) 
     )
 
 
+def _rule_resolution(
+    hits: Sequence[tuple[int, Rule[V]]],
+    combine: Combine,
+    skipped: tuple[SkippedRule, ...] = (),
+    warnings: tuple[str, ...] = (),
+) -> Resolution[V]:
+    """The resolution when rules matched: ``hits`` are (index, rule) in rule order."""
+    best = _pick([rule.value for _, rule in hits], combine)
+    index, rule = hits[best]
+    return Resolution(
+        value=rule.value,
+        source="rule",
+        reason=_rule_reason(index, rule, len(hits), combine),
+        matched=tuple(i for i, _ in hits),
+        matched_rules=tuple(r for _, r in hits),
+        winner=index,
+        combine=combine,
+        skipped=skipped,
+        warnings=warnings,
+    )
+
+
 # -- the generic policy ----------------------------------------------------------------
 
 
@@ -318,25 +340,14 @@ class RuledPolicy(Generic[V]):
             )
         matched = self._index.matching(labels)
         if not matched:
-            reason = (
-                "is the default: no rule matches"
-                if self.rules
-                else "is the default: there are no rules"
-            )
+            reason = "no rule matches" if self.rules else "there are no rules"
             return Resolution(
-                value=self.default, source="default", reason=reason, combine=self.combine
+                value=self.default,
+                source="default",
+                reason=f"is the default: {reason}",
+                combine=self.combine,
             )
-        rules = tuple(self.rules[i] for i in matched)
-        best = _pick([r.value for r in rules], self.combine)
-        return Resolution(
-            value=rules[best].value,
-            source="rule",
-            reason=_rule_reason(matched[best], rules[best], len(matched), self.combine),
-            matched=tuple(matched),
-            matched_rules=rules,
-            winner=matched[best],
-            combine=self.combine,
-        )
+        return _rule_resolution([(i, self.rules[i]) for i in matched], self.combine)
 
 
 # -- Velero's loadConcurrency -------------------------------------------------------------
@@ -590,49 +601,26 @@ class ConcurrencyPolicy:
         _check_labels(labels)
         c = self._compiled
         warnings: list[str] = [c.global_warning] if c.global_warning else []
-        if not c.has_rules:
-            reason = c.fallback_reason + (
-                "" if c.fallback_source == "default" else ": there are no rules"
-            )
+
+        def fallback(why: str) -> Resolution[int]:
             return Resolution(
                 value=c.fallback,
                 source=c.fallback_source,
-                reason=reason,
+                reason=c.fallback_reason + why,
                 skipped=c.skipped,
                 warnings=tuple(warnings),
             )
+
+        if not c.has_rules:
+            return fallback("" if c.fallback_source == "default" else ": there are no rules")
         if labels is None:
             warnings.append(f"node labels unavailable; used the global number {c.fallback}")
-            return Resolution(
-                value=c.fallback,
-                source=c.fallback_source,
-                reason=c.fallback_reason + ": the node's labels are unavailable",
-                skipped=c.skipped,
-                warnings=tuple(warnings),
-            )
+            return fallback(": the node's labels are unavailable")
         positions = c.index.matching(labels)
         if not positions:
-            return Resolution(
-                value=c.fallback,
-                source=c.fallback_source,
-                reason=c.fallback_reason + ": no rule matches",
-                skipped=c.skipped,
-                warnings=tuple(warnings),
-            )
+            return fallback(": no rule matches")
         hits = [c.valid[p] for p in positions]
-        best = _pick([rule.value for _, rule in hits], "min")
-        index, rule = hits[best]
-        return Resolution(
-            value=rule.value,
-            source="rule",
-            reason=_rule_reason(index, rule, len(hits), "min"),
-            matched=tuple(i for i, _ in hits),
-            matched_rules=tuple(r for _, r in hits),
-            winner=index,
-            combine="min",
-            skipped=c.skipped,
-            warnings=tuple(warnings),
-        )
+        return _rule_resolution(hits, "min", c.skipped, tuple(warnings))
 
     def resolve_many(
         self,
