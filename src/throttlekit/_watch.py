@@ -59,7 +59,10 @@ class PolicyWatcher(Generic[P]):
 
     A mounted Kubernetes ConfigMap is updated by an atomic symlink swap, so the file is
     simply re-read every ``interval`` seconds (following links) and compared with what
-    was read last; config files are small, and this catches every kind of update.
+    was read last; this catches every kind of update, including ones that keep the
+    modification time. The read is a small synchronous one in the watcher's task: policy
+    files are a few kilobytes on a local or tmpfs mount, so it costs less than a trip to a
+    worker thread and keeps tests on virtual time deterministic.
 
     * A changed document that loads replaces the policy atomically: readers of
       :attr:`policy` see either the old or the new one, never a mix, and every subscriber
