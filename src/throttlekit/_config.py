@@ -127,10 +127,6 @@ def _structure_bool(value: object, _: type) -> bool:
     return value
 
 
-def _structure_any(value: object, _: type) -> object:
-    return value
-
-
 # -- containers: check the JSON shape before iterating -------------------------------
 
 
@@ -247,7 +243,6 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(int, _structure_int)
     conv.register_structure_hook(str, _structure_str)
     conv.register_structure_hook(bool, _structure_bool)
-    conv.register_structure_hook(Any, _structure_any)
     conv.register_structure_hook_factory(
         lambda t: _origin(t) is tuple, lambda t: _tuple_hook(conv, t)
     )
