@@ -175,12 +175,12 @@ def test_missing_number_counts_as_zero() -> None:
     [
         (
             {"matchExpressions": [{"key": "a", "operator": "Like", "values": ["b"]}]},
-            "nodeSelector.matchExpressions[0]",
+            "nodeSelector.matchExpressions[0].operator",
             "not a valid label selector operator",
         ),
         (
             {"matchExpressions": [{"key": "a", "operator": "In", "values": []}]},
-            "nodeSelector.matchExpressions[0]",
+            "nodeSelector.matchExpressions[0].values",
             "needs at least one value",
         ),
         (
@@ -387,7 +387,7 @@ def test_strict_mode_reports_every_semantic_problem_at_once() -> None:
         "podResourcez",
         "loadConcurrency.globalConfig",
         "loadConcurrency.perNodeConfig[1].number",
-        "loadConcurrency.perNodeConfig[2].nodeSelector.matchExpressions[0]",
+        "loadConcurrency.perNodeConfig[2].nodeSelector.matchExpressions[0].operator",
     ]
     assert info.value.problems == lenient.warnings
 

@@ -106,32 +106,32 @@ def test_two_in_requirements_on_one_key_survive_to_dict() -> None:
     [
         (
             {"matchExpressions": [{"key": "a", "operator": "Like", "values": ["x"]}]},
-            "matchExpressions[0]",
+            "matchExpressions[0].operator",
             "'Like' is not a valid label selector operator",
         ),
         (
             {"matchExpressions": [{"key": "a", "operator": "in", "values": ["x"]}]},
-            "matchExpressions[0]",
+            "matchExpressions[0].operator",
             "'in' is not a valid",
         ),  # operators are case-sensitive
         (
             {"matchExpressions": [{"key": "a", "operator": "In", "values": []}]},
-            "matchExpressions[0]",
+            "matchExpressions[0].values",
             "needs at least one value",
         ),
         (
             {"matchExpressions": [{"key": "a", "operator": "NotIn"}]},
-            "matchExpressions[0]",
+            "matchExpressions[0].values",
             "needs at least one value",
         ),
         (
             {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]},
-            "matchExpressions[0]",
+            "matchExpressions[0].values",
             "takes no values",
         ),
         (
             {"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]},
-            "matchExpressions[0]",
+            "matchExpressions[0].operator",
             "'Gt' is not a valid",
         ),
         ({"matchLabels": {"inva/lid": "inva/lid"}}, 'matchLabels["inva/lid"]', "label value"),
@@ -141,6 +141,16 @@ def test_two_in_requirements_on_one_key_survive_to_dict() -> None:
         ({"matchLabels": {"/a": "x"}}, 'matchLabels["/a"]', "prefix before '/' must not be empty"),
         ({"matchLabels": {"a/": "x"}}, 'matchLabels["a/"]', "name part must not be empty"),
         ({"matchLabels": []}, "matchLabels", "must be an object"),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "In", "values": ["ok", "b/c"]}]},
+            "matchExpressions[0].values[1]",
+            "label value 'b/c'",
+        ),
+        (
+            {"matchExpressions": [{"key": "-a", "operator": "Exists"}]},
+            "matchExpressions[0].key",
+            "label key '-a'",
+        ),
         ({"matchLabelz": {}}, "matchLabelz", "unknown key"),
         (
             {"matchExpressions": [{"key": "a", "operator": "Exists", "valuez": []}]},

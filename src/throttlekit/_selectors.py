@@ -107,7 +107,7 @@ class SelectorRequirement:
     def __attrs_post_init__(self) -> None:
         problem = _requirement_problem(self.key, self.operator, self.values)
         if problem is not None:
-            raise SelectorError(problem)
+            raise SelectorError(problem[1])
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether ``labels`` satisfy this requirement (an absent key satisfies ``NotIn``)."""
@@ -136,25 +136,28 @@ class SelectorRequirement:
         return f"{key} {word} ({','.join(values)})"
 
 
-def _requirement_problem(key: object, operator: object, values: Iterable[object]) -> str | None:
+def _requirement_problem(
+    key: object, operator: object, values: Iterable[object]
+) -> tuple[str, str] | None:
+    """``(field, message)`` for the first problem of a requirement, or None."""
     problem = _key_problem(key)
     if problem is not None:
-        return problem
+        return "key", problem
     if operator not in _OPERATORS:
-        return (
+        return "operator", (
             f"{operator!r} is not a valid label selector operator "
             "(use In, NotIn, Exists or DoesNotExist)"
         )
     values = list(values)
     if operator in ("In", "NotIn"):
         if not values:
-            return f"operator {operator} needs at least one value (key {key!r})"
+            return "values", f"operator {operator} needs at least one value (key {key!r})"
     elif values:
-        return f"operator {operator} takes no values (key {key!r})"
-    for value in values:
+        return "values", f"operator {operator} takes no values (key {key!r})"
+    for i, value in enumerate(values):
         problem = _value_problem(value)
         if problem is not None:
-            return problem
+            return f"values[{i}]", problem
     return None
 
 
@@ -239,9 +242,9 @@ class LabelSelector:
         if not isinstance(labels, Mapping):
             raise SelectorError("must be an object of key: value", path="matchLabels")
         for key, value in labels.items():
-            problem = _key_problem(key) or _value_problem(value)
-            if problem is not None:
-                raise SelectorError(problem, path=f"matchLabels[{json.dumps(key)}]")
+            label_problem = _key_problem(key) or _value_problem(value)
+            if label_problem is not None:
+                raise SelectorError(label_problem, path=f"matchLabels[{json.dumps(key)}]")
             requirements.append(SelectorRequirement(key=key, operator="In", values=(value,)))
         expressions = spec.get("matchExpressions")
         expressions = [] if expressions is None else expressions
@@ -263,7 +266,8 @@ class LabelSelector:
                 raise SelectorError("must be a list of strings", path=f"{path}.values")
             problem = _requirement_problem(expr.get("key"), expr.get("operator"), values)
             if problem is not None:
-                raise SelectorError(problem, path=path)
+                field_name, message = problem
+                raise SelectorError(message, path=f"{path}.{field_name}")
             requirements.append(
                 SelectorRequirement(
                     key=expr["key"], operator=cast("Operator", expr["operator"]), values=values
@@ -395,7 +399,7 @@ class _Parser:
         values = list(values)
         problem = _requirement_problem(key, op, values)
         if problem is not None:
-            raise self.error(problem, pos)
+            raise self.error(problem[1], pos)
         return SelectorRequirement(key=key, operator=op, values=values)
 
     def requirement(self) -> SelectorRequirement:
