@@ -10,6 +10,7 @@ this module and listed in ``__all__``; submodules starting with ``_`` are privat
 from ._errors import ConfigError, ConfigProblem, SelectorError, ThrottlekitError
 from ._policy import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRule
 from ._selectors import LabelSelector, SelectorRequirement
+from ._units import Rate, UnitError
 from ._velero import VeleroNodeAgentConfig
 from ._watch import PolicyWatcher, PolicyWatcherStatistics
 
@@ -20,6 +21,7 @@ __all__ = [
     "LabelSelector",
     "PolicyWatcher",
     "PolicyWatcherStatistics",
+    "Rate",
     "Resolution",
     "Rule",
     "RuledPolicy",
@@ -27,6 +29,7 @@ __all__ = [
     "SelectorRequirement",
     "SkippedRule",
     "ThrottlekitError",
+    "UnitError",
     "VeleroNodeAgentConfig",
 ]
 

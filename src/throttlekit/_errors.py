@@ -6,7 +6,8 @@ The exceptions throttlekit raises on purpose, all under one root.
     Exception
     └── ThrottlekitError
         ├── ConfigError (also ValueError)     a configuration cannot be used
-        └── SelectorError (also ValueError)   an invalid Kubernetes label selector
+        ├── SelectorError (also ValueError)   an invalid Kubernetes label selector
+        └── UnitError (also ValueError)       an invalid rate or size text
 
 Catch :class:`ThrottlekitError` to handle everything the library raises deliberately;
 catch :class:`ValueError` if you only care that some input was bad. Programming errors
