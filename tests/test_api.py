@@ -28,9 +28,9 @@ def test_public_names_are_importable_and_documented() -> None:
 
 
 def test_public_names_appear_in_the_api_reference() -> None:
-    """docs/api.md documents every public name."""
-    api = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
-    directive = r"^```\{auto(?:class|exception|function)\} throttlekit\.(\w+)"
+    """docs/api.rst documents every public name."""
+    api = (Path(__file__).parent.parent / "docs" / "api.rst").read_text()
+    directive = r"^\.\. auto(?:class|exception|function):: throttlekit\.(\w+)"
     documented = set(re.findall(directive, api, re.MULTILINE))
     assert documented == set(throttlekit.__all__)
 

@@ -33,13 +33,12 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from ._errors import ConfigError, ConfigProblem
 
 __all__ = [
+    "JsonModel",
     "describe",
-    "extra_field",
     "json_field",
     "key_problems",
     "parse_json_text",
     "read_json_document",
-    "spelled_field",
     "structure",
     "unstructure",
 ]
@@ -56,18 +55,22 @@ def json_field(name: str, **kwargs: Any) -> Any:
     return attrs.field(default=None, metadata={_JSON_NAME: name}, **kwargs)
 
 
-def extra_field() -> Any:
-    """The field that keeps unknown keys of an object, so nothing is lost on output."""
-    return attrs.field(factory=dict, repr=False)
+@attrs.frozen(kw_only=True)
+class JsonModel:
+    """
+    Base of the models read from JSON documents.
 
+    ``extra`` keeps the keys a model does not know, so a document round-trips without
+    loss; ``spelled`` remembers keys matched only case-insensitively (as Go does), so they
+    are written back as they were and can be warned about.
+    """
 
-def spelled_field() -> Any:
-    """The field that remembers keys spelled differently from the documented name."""
-    return attrs.field(factory=dict, repr=False, eq=False)
+    extra: dict[str, Any] = attrs.field(factory=dict, repr=False)
+    spelled: dict[str, str] = attrs.field(factory=dict, repr=False, eq=False)
 
 
 def _is_model(cls: Any) -> bool:
-    return attrs.has(cls) and any(f.name == "extra" for f in attrs.fields(cls))
+    return isinstance(cls, type) and issubclass(cls, JsonModel)
 
 
 def _json_names(cls: type) -> dict[str, str]:

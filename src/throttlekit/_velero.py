@@ -17,11 +17,10 @@ from typing import Any
 from attrs import frozen
 
 from ._config import (
-    extra_field,
+    JsonModel,
     json_field,
     key_problems,
     read_json_document,
-    spelled_field,
     structure,
     unstructure,
 )
@@ -42,24 +41,20 @@ __all__ = [
 
 
 @frozen(kw_only=True)
-class SelectorExpression:
+class SelectorExpression(JsonModel):
     """One ``matchExpressions`` entry, as written (validated later, by the resolver)."""
 
     key: str | None = json_field("key")
     operator: str | None = json_field("operator")
     values: tuple[str, ...] | None = json_field("values")
-    extra: dict[str, Any] = extra_field()
-    spelled: dict[str, str] = spelled_field()
 
 
 @frozen(kw_only=True)
-class SelectorSpec:
+class SelectorSpec(JsonModel):
     """A ``metav1.LabelSelector`` as written: structure only, not yet validated."""
 
     match_labels: dict[str, str] | None = json_field("matchLabels")
     match_expressions: tuple[SelectorExpression, ...] | None = json_field("matchExpressions")
-    extra: dict[str, Any] = extra_field()
-    spelled: dict[str, str] = spelled_field()
 
     def as_api_dict(self) -> dict[str, Any]:
         """The selector in ``metav1.LabelSelector`` form, unknown keys left out."""
@@ -75,59 +70,49 @@ class SelectorSpec:
 
 
 @frozen(kw_only=True)
-class RuledConfig:
+class RuledConfig(JsonModel):
     """One ``perNodeConfig`` rule: a node selector and the number for matching nodes."""
 
     node_selector: SelectorSpec | None = json_field("nodeSelector")
     number: int | None = json_field("number")
-    extra: dict[str, Any] = extra_field()
-    spelled: dict[str, str] = spelled_field()
 
 
 @frozen(kw_only=True)
-class LoadConcurrency:
+class LoadConcurrency(JsonModel):
     """The ``loadConcurrency`` section."""
 
     global_config: int | None = json_field("globalConfig")
     per_node_config: tuple[RuledConfig, ...] | None = json_field("perNodeConfig")
     prepare_queue_length: int | None = json_field("prepareQueueLength")
-    extra: dict[str, Any] = extra_field()
-    spelled: dict[str, str] = spelled_field()
 
 
 @frozen(kw_only=True)
-class LoadAffinity:
+class LoadAffinity(JsonModel):
     """One ``loadAffinity`` entry: where data-mover pods may run."""
 
     node_selector: SelectorSpec | None = json_field("nodeSelector")
     storage_class: str | None = json_field("storageClass")
-    extra: dict[str, Any] = extra_field()
-    spelled: dict[str, str] = spelled_field()
 
 
 @frozen(kw_only=True)
-class BackupPVCConfig:
+class BackupPVCConfig(JsonModel):
     """One ``backupPVC`` entry (keyed by the source storage class)."""
 
     storage_class: str | None = json_field("storageClass")
     read_only: bool | None = json_field("readOnly")
     spc_no_relabeling: bool | None = json_field("spcNoRelabeling")
     annotations: dict[str, str] | None = json_field("annotations")
-    extra: dict[str, Any] = extra_field()
-    spelled: dict[str, str] = spelled_field()
 
 
 @frozen(kw_only=True)
-class RestorePVCConfig:
+class RestorePVCConfig(JsonModel):
     """The ``restorePVC`` section."""
 
     ignore_delay_binding: bool | None = json_field("ignoreDelayBinding")
-    extra: dict[str, Any] = extra_field()
-    spelled: dict[str, str] = spelled_field()
 
 
 @frozen(kw_only=True)
-class PodResources:
+class PodResources(JsonModel):
     """The ``podResources`` section (Kubernetes quantities, kept as text)."""
 
     cpu_request: str | None = json_field("cpuRequest")
@@ -136,22 +121,18 @@ class PodResources:
     memory_limit: str | None = json_field("memoryLimit")
     ephemeral_storage_request: str | None = json_field("ephemeralStorageRequest")
     ephemeral_storage_limit: str | None = json_field("ephemeralStorageLimit")
-    extra: dict[str, Any] = extra_field()
-    spelled: dict[str, str] = spelled_field()
 
 
 @frozen(kw_only=True)
-class CachePVCConfig:
+class CachePVCConfig(JsonModel):
     """The ``cachePVC`` section."""
 
     threshold_in_gb: int | None = json_field("thresholdInGB")
     storage_class: str | None = json_field("storageClass")
-    extra: dict[str, Any] = extra_field()
-    spelled: dict[str, str] = spelled_field()
 
 
 @frozen(kw_only=True)
-class VeleroNodeAgentConfig:
+class VeleroNodeAgentConfig(JsonModel):
     """
     A whole Velero node-agent configuration document (``--node-agent-configmap``).
 
@@ -183,8 +164,6 @@ class VeleroNodeAgentConfig:
     cache_pvc: CachePVCConfig | None = json_field("cachePVC")
     pod_labels: dict[str, str] | None = json_field("podLabels")
     pod_annotations: dict[str, str] | None = json_field("podAnnotations")
-    extra: dict[str, Any] = extra_field()
-    spelled: dict[str, str] = spelled_field()
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any] | str | bytes) -> VeleroNodeAgentConfig:
