@@ -473,6 +473,16 @@ def test_explain_names_matches_skips_and_winner() -> None:
     ]
 
 
+def test_explain_shows_the_empty_selector_as_all() -> None:
+    """A rule that matches every node is shown as (all), not as an empty string."""
+    policy = ConcurrencyPolicy(global_number=2, rules=[Rule("", 3)])
+    assert str(policy.rules[0]) == "(all) -> 3"
+    assert policy.resolve({}).explain().splitlines() == [
+        "3 from rule 0 ((all)): the only matching rule",
+        "  matched: rule 0 ((all) -> 3)",
+    ]
+
+
 def test_explain_for_fallbacks() -> None:
     """explain() says why the global number or the default applied."""
     assert ConcurrencyPolicy.from_velero(VELERO_SAMPLE).resolve({}).explain() == (

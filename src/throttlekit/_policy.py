@@ -55,6 +55,11 @@ def _to_selector(value: LabelSelector | str | Mapping[str, Any] | None) -> Label
     )
 
 
+def _shown(selector: LabelSelector) -> str:
+    """A selector for people: the empty one (which matches everything) as ``(all)``."""
+    return str(selector) or "(all)"
+
+
 def _rule_tuple(rules: Iterable[Rule[Any]]) -> tuple[Rule[Any], ...]:
     return tuple(rules)
 
@@ -76,7 +81,7 @@ class Rule(Generic[V]):
     value: V
 
     def __str__(self) -> str:
-        return f"{self.selector or '(all)'} -> {self.value}"
+        return f"{_shown(self.selector)} -> {self.value}"
 
 
 @frozen(kw_only=True)
@@ -244,12 +249,10 @@ _COMBINE_WORDS: Final = {"min": "smallest", "max": "largest", "first": "first"}
 
 
 def _rule_reason(index: int, rule: Rule[Any], n_matched: int, combine: Combine) -> str:
+    head = f"from rule {index} ({_shown(rule.selector)})"
     if n_matched == 1:
-        return f"from rule {index} ({rule.selector or '(all)'}): the only matching rule"
-    return (
-        f"from rule {index} ({rule.selector or '(all)'}): the {_COMBINE_WORDS[combine]} "
-        f"of {n_matched} matching rules"
-    )
+        return f"{head}: the only matching rule"
+    return f"{head}: the {_COMBINE_WORDS[combine]} of {n_matched} matching rules"
 
 
 def _rule_resolution(
