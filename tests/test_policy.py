@@ -203,6 +203,16 @@ def test_rule_with_bad_selector_is_skipped_with_warning(
     assert fragment in skip.reason
 
 
+def test_rule_indices_tie_rules_to_document_positions() -> None:
+    """With a rule skipped for its selector, rule_indices numbers rules as the document does."""
+    bad = {"matchExpressions": [{"key": "a", "operator": "Like", "values": ["b"]}]}
+    policy = ConcurrencyPolicy.from_velero(lc(2, (bad, 1), ({"matchLabels": {"a": "b"}}, 4)))
+    assert [(i, r.value) for i, r in zip(policy.rule_indices, policy.rules, strict=True)] == [
+        (1, 4)
+    ]
+    assert ConcurrencyPolicy(rules=[Rule("", 1), Rule("", 2)]).rule_indices == (0, 1)
+
+
 def test_bad_selector_is_checked_before_bad_number() -> None:
     """When both selector and number are bad, the selector is what is reported (Velero's order)."""
     policy = ConcurrencyPolicy.from_velero(

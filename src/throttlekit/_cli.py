@@ -201,8 +201,8 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         "The ConfigMap (shipped with throttlekit) says:\n"
     )
     out.write(f"    global number: {policy.global_number}\n")
-    for i, rule in enumerate(policy.rules):
-        out.write(f"    rule {i}: {rule.selector} -> {rule.value}\n")
+    for index, rule in zip(policy.rule_indices, policy.rules, strict=True):
+        out.write(f"    rule {index}: {rule}\n")
     out.write("    (smallest matching number wins; no match: the global number)\n\n")
     out.write(f"Resolving it for the {len(nodes)} nodes of a sample cluster:\n\n")
     print_resolutions(policy.resolve_many(nodes), out, explain=args.explain)

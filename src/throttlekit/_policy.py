@@ -440,9 +440,7 @@ class ConcurrencyPolicy:
             raise ValueError(f"default must be at least 1, got {self.default}")
         if self.global_number is not None:
             _check_number(self.global_number, "global_number")
-        indices = self._rule_indices or tuple(range(len(self.rules)))
-        if len(indices) != len(self.rules):  # pragma: no cover - internal misuse
-            raise ValueError("internal: _rule_indices must align with rules")
+        indices = self.rule_indices
         doc = self._from_document
 
         def rule_path(index: int, leaf: str) -> str:
@@ -582,6 +580,20 @@ class ConcurrencyPolicy:
         return policy
 
     # -- use ----------------------------------------------------------------------------
+
+    @property
+    def rule_indices(self) -> tuple[int, ...]:
+        """
+        Each rule's position in the document, aligned with :attr:`rules`.
+
+        A rule whose selector does not parse cannot be a :class:`Rule`, so for a policy
+        read with :meth:`from_velero`, ``rules`` may be shorter than ``perNodeConfig``;
+        pair them with ``zip(policy.rule_indices, policy.rules)`` to number rules the way
+        :class:`Resolution` and the warnings do.
+        """
+        if self._rule_indices is None:
+            return tuple(range(len(self.rules)))
+        return self._rule_indices
 
     @property
     def warnings(self) -> tuple[ConfigProblem, ...]:
