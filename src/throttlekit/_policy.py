@@ -155,28 +155,6 @@ class Resolution(Generic[V]):
 
 # -- the compiled matcher ----------------------------------------------------------------
 
-_IN, _NOT_IN, _EXISTS, _ABSENT = 0, 1, 2, 3
-_OPCODES: Final = {"In": _IN, "NotIn": _NOT_IN, "Exists": _EXISTS, "DoesNotExist": _ABSENT}
-_Check = tuple[int, str, frozenset[str]]
-
-
-def _satisfies(checks: tuple[_Check, ...], labels: Mapping[str, str]) -> bool:
-    get = labels.get
-    for op, key, values in checks:
-        value = get(key)
-        if op == _IN:
-            if value is None or value not in values:
-                return False
-        elif op == _NOT_IN:
-            if value is not None and value in values:
-                return False
-        elif op == _EXISTS:
-            if value is None:
-                return False
-        elif value is not None:
-            return False
-    return True
-
 
 class _RuleIndex:
     """
@@ -188,17 +166,14 @@ class _RuleIndex:
     Selectors without ``In`` (``NotIn``, ``Exists``...) are always tested.
     """
 
-    __slots__ = ("_always", "_by_label", "_checks")
+    __slots__ = ("_always", "_by_label", "_matchers")
 
     def __init__(self, selectors: Sequence[LabelSelector]) -> None:
-        self._checks: list[tuple[_Check, ...]] = []
+        self._matchers = [selector.matches for selector in selectors]
         self._always: list[int] = []
         self._by_label: dict[str, dict[str, list[int]]] = {}
         for pos, selector in enumerate(selectors):
             reqs = selector.requirements
-            self._checks.append(
-                tuple((_OPCODES[r.operator], r.key, frozenset(r.values)) for r in reqs)
-            )
             anchors = [r for r in reqs if r.operator == "In"]
             if not anchors:
                 self._always.append(pos)
@@ -221,8 +196,8 @@ class _RuleIndex:
                     if hits:
                         candidates.extend(hits)
             candidates.sort()
-        checks = self._checks
-        return [pos for pos in candidates if _satisfies(checks[pos], labels)]
+        matchers = self._matchers
+        return [pos for pos in candidates if matchers[pos](labels)]
 
 
 def _pick(values: Sequence[Any], combine: Combine) -> int:

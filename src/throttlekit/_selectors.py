@@ -82,6 +82,33 @@ def _value_problem(value: object) -> str | None:
     return None
 
 
+# The one implementation of the matching semantics: requirements compiled to
+# (opcode, key, values) so that matching a selector is a tight loop (it runs 5,000 nodes x
+# 200 rules in the resolver's benchmark).
+_IN, _NOT_IN, _EXISTS, _ABSENT = 0, 1, 2, 3
+_OPCODES: Final = {"In": _IN, "NotIn": _NOT_IN, "Exists": _EXISTS, "DoesNotExist": _ABSENT}
+_Check = tuple[int, str, frozenset[str]]
+
+
+def _satisfies(checks: tuple[_Check, ...], labels: Mapping[str, str]) -> bool:
+    """Whether ``labels`` meet every check; an absent key satisfies NotIn."""
+    get = labels.get
+    for op, key, values in checks:
+        value = get(key)
+        if op == _IN:
+            if value is None or value not in values:
+                return False
+        elif op == _NOT_IN:
+            if value is not None and value in values:
+                return False
+        elif op == _EXISTS:
+            if value is None:
+                return False
+        elif value is not None:
+            return False
+    return True
+
+
 def _sorted_values(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(values)))
 
@@ -111,15 +138,10 @@ class SelectorRequirement:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether ``labels`` satisfy this requirement (an absent key satisfies ``NotIn``)."""
-        op = self.operator
-        if op == "In":
-            return labels.get(self.key) in self.values
-        if op == "NotIn":
-            value = labels.get(self.key)
-            return value is None or value not in self.values
-        if op == "Exists":
-            return self.key in labels
-        return self.key not in labels
+        return _satisfies((self._check(),), labels)
+
+    def _check(self) -> _Check:
+        return (_OPCODES[self.operator], self.key, frozenset(self.values))
 
     def _sort_key(self) -> tuple[str, int, tuple[str, ...]]:
         return (self.key, _OPERATOR_ORDER[self.operator], self.values)
@@ -201,6 +223,11 @@ class LabelSelector:
     """
 
     requirements: tuple[SelectorRequirement, ...] = field(default=(), converter=_canonical)
+    _checks: tuple[_Check, ...] = field(init=False, repr=False, eq=False)
+
+    @_checks.default
+    def _compile(self) -> tuple[_Check, ...]:
+        return tuple(r._check() for r in self.requirements)
 
     # -- construction ---------------------------------------------------------------
 
@@ -293,7 +320,7 @@ class LabelSelector:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether ``labels`` satisfy every requirement (always true when empty)."""
-        return all(r.matches(labels) for r in self.requirements)
+        return _satisfies(self._checks, labels)
 
     def is_empty(self) -> bool:
         """Whether this is the match-everything selector."""
