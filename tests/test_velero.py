@@ -88,6 +88,12 @@ def test_unknown_keys_survive_the_round_trip_and_are_reported() -> None:
     ]
 
 
+def test_non_string_key_from_python_is_kept_and_reported() -> None:
+    """A dict built in Python may carry a non-string key; it is an unknown key, not a crash."""
+    cfg = VeleroNodeAgentConfig.from_json({"loadConcurrency": {"globalConfig": 1, 7: "x"}})
+    assert [p.path for p in cfg.problems] == ["loadConcurrency[7]"]
+
+
 def test_case_variant_keys_round_trip_with_their_spelling() -> None:
     """A key matched case-insensitively is written back as it was spelled."""
     doc = {"LoadConcurrency": {"GlobalConfig": 3}}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, TypeVar, get_args, get_origin
 
 import attrs
@@ -142,6 +142,23 @@ def _origin(t: Any) -> object:
     return get_origin(t)
 
 
+def _structure_items(
+    items: Iterable[tuple[Any, Any]], handler: Callable[[Any, Any], Any], elem: Any, t: Any
+) -> list[tuple[Any, Any]]:
+    """Structure each (index or key, value), collecting every failure with its position."""
+    out: list[tuple[Any, Any]] = []
+    errors: list[Exception] = []
+    for where, item in items:
+        try:
+            out.append((where, handler(item, elem)))
+        except Exception as exc:
+            _add_note(exc, IterableValidationNote(f"Structuring {t} @ {where!r}", where, elem))
+            errors.append(exc)
+    if errors:
+        raise IterableValidationError(f"While structuring {t}", errors, t)
+    return out
+
+
 def _tuple_hook(conv: cattrs.Converter, t: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
     (elem, _ellipsis) = get_args(t)
     handler = conv.get_structure_hook(elem)
@@ -149,17 +166,7 @@ def _tuple_hook(conv: cattrs.Converter, t: Any) -> Callable[[Any, Any], tuple[An
     def structure(value: Any, _: Any) -> tuple[Any, ...]:
         if not isinstance(value, list | tuple):
             raise TypeError(f"expected a list, got {describe(value)}")
-        out: list[Any] = []
-        errors: list[Exception] = []
-        for i, item in enumerate(value):
-            try:
-                out.append(handler(item, elem))
-            except Exception as exc:
-                _add_note(exc, IterableValidationNote(f"Structuring {t} @ index {i}", i, elem))
-                errors.append(exc)
-        if errors:
-            raise IterableValidationError(f"While structuring {t}", errors, t)
-        return tuple(out)
+        return tuple(item for _, item in _structure_items(enumerate(value), handler, elem, t))
 
     return structure
 
@@ -171,17 +178,7 @@ def _dict_hook(conv: cattrs.Converter, t: Any) -> Callable[[Any, Any], dict[str,
     def structure(value: Any, _: Any) -> dict[str, Any]:
         if not isinstance(value, Mapping):
             raise TypeError(f"expected an object, got {describe(value)}")
-        out: dict[str, Any] = {}
-        errors: list[Exception] = []
-        for k, v in value.items():
-            try:
-                out[k] = handler(v, val)
-            except Exception as exc:
-                _add_note(exc, IterableValidationNote(f"Structuring {t} @ key {k!r}", k, val))
-                errors.append(exc)
-        if errors:
-            raise IterableValidationError(f"While structuring {t}", errors, t)
-        return out
+        return dict(_structure_items(value.items(), handler, val, t))
 
     return structure
 
@@ -223,19 +220,20 @@ def _model_structure_hook(conv: cattrs.Converter, cls: type[T]) -> Callable[[Any
     return structure
 
 
-def _model_unstructure_hook(conv: cattrs.Converter, cls: type[T]) -> Callable[[T], Any]:
+def _model_unstructure_hook(
+    conv: cattrs.Converter, cls: type[JsonModel]
+) -> Callable[[JsonModel], Any]:
     names = _json_names(cls)
     overrides = {attr: override(rename=name, omit_if_default=True) for attr, name in names.items()}
     overrides["extra"] = override(omit=True)
     overrides["spelled"] = override(omit=True)
     inner = make_dict_unstructure_fn(cls, conv, **overrides)  # type: ignore[arg-type]
 
-    def unstructure(obj: T) -> dict[str, Any]:
+    def unstructure(obj: JsonModel) -> dict[str, Any]:
         out: dict[str, Any] = inner(obj)
-        spelled: dict[str, str] = getattr(obj, "spelled", {})
-        if spelled:
-            out = {spelled.get(k, k): v for k, v in out.items()}
-        out.update(getattr(obj, "extra", {}))
+        if obj.spelled:
+            out = {obj.spelled.get(k, k): v for k, v in out.items()}
+        out.update(obj.extra)
         return out
 
     return unstructure
@@ -275,7 +273,7 @@ def structure(data: Any, cls: type[T]) -> T:
     try:
         return _CONVERTER.structure(data, cls)
     except (ClassValidationError, IterableValidationError) as group:
-        raise ConfigError(list(_problems_from(group, "", cls))) from None
+        raise ConfigError(list(_problems_from(group, ""))) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError([ConfigProblem(path="", message=str(exc))]) from None
 
@@ -294,15 +292,19 @@ def _join(path: str, segment: str) -> str:
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _index_segment(where: object) -> str:
+    """``[3]`` for a list index, ``["fast-storage"]`` for a map key."""
+    return f"[{where}]" if isinstance(where, int) else f"[{json.dumps(where)}]"
+
+
 def _key_segment(key: object) -> str:
-    if isinstance(key, int):
-        return f"[{key}]"
+    """A schema key: ``globalConfig``, or bracketed when it is not an identifier."""
     if isinstance(key, str) and _IDENTIFIER.fullmatch(key):
         return key
-    return f"[{json.dumps(key)}]"
+    return _index_segment(key)
 
 
-def _problems_from(exc: BaseException, path: str, owner: Any) -> Iterator[ConfigProblem]:
+def _problems_from(exc: BaseException, path: str) -> Iterator[ConfigProblem]:
     """Flatten a cattrs error tree into problems with JSON paths."""
     if isinstance(exc, ClassValidationError | IterableValidationError):
         for sub in exc.exceptions:
@@ -312,11 +314,8 @@ def _problems_from(exc: BaseException, path: str, owner: Any) -> Iterator[Config
                     json_name = _json_names(exc.cl).get(note.name, note.name)
                     sub_path = _join(path, json_name)
                 elif isinstance(note, IterableValidationNote):
-                    index = note.index
-                    sub_path = path + (
-                        f"[{index}]" if isinstance(index, int) else f"[{json.dumps(index)}]"
-                    )
-            yield from _problems_from(sub, sub_path, getattr(sub, "cl", owner))
+                    sub_path = path + _index_segment(note.index)
+            yield from _problems_from(sub, sub_path)
         return
     yield ConfigProblem(path=path, message=str(exc))
 
@@ -327,7 +326,8 @@ def _problems_from(exc: BaseException, path: str, owner: Any) -> Iterator[Config
 def key_problems(obj: Any, path: str = "") -> Iterator[ConfigProblem]:
     """
     Warnings for keys a model did not know (kept in ``extra``) or that matched only
-    case-insensitively, walking the whole model tree in document order.
+    case-insensitively, walking the whole model tree: each object's known fields in
+    order, then its unknown keys.
     """
     if isinstance(obj, tuple | list):
         for i, item in enumerate(obj):
@@ -335,7 +335,7 @@ def key_problems(obj: Any, path: str = "") -> Iterator[ConfigProblem]:
         return
     if isinstance(obj, dict):
         for key, item in obj.items():
-            yield from key_problems(item, f"{path}[{json.dumps(key)}]")
+            yield from key_problems(item, path + _index_segment(key))
         return
     if not _is_model(type(obj)):
         return
