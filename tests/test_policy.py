@@ -213,6 +213,25 @@ def test_rule_indices_tie_rules_to_document_positions() -> None:
     assert ConcurrencyPolicy(rules=[Rule("", 1), Rule("", 2)]).rule_indices == (0, 1)
 
 
+def test_expression_without_key_or_operator_reads_as_empty_like_go() -> None:
+    """A missing key or operator is Go's empty string, reported at the exact field."""
+    policy = ConcurrencyPolicy.from_velero(
+        lc(
+            2,
+            ({"matchExpressions": [{"operator": "Exists"}]}, 1),
+            ({"matchExpressions": [{"key": "a"}]}, 1),
+        )
+    )
+    assert [(s.path.rsplit(".", 1)[1], s.reason) for s in policy.skipped] == [
+        ("key", "its selector does not parse: label key must not be empty"),
+        (
+            "operator",
+            "its selector does not parse: '' is not a valid label selector operator "
+            "(use In, NotIn, Exists or DoesNotExist)",
+        ),
+    ]
+
+
 def test_bad_selector_is_checked_before_bad_number() -> None:
     """When both selector and number are bad, the selector is what is reported (Velero's order)."""
     policy = ConcurrencyPolicy.from_velero(

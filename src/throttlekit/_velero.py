@@ -57,13 +57,16 @@ class SelectorSpec(JsonModel):
     match_expressions: tuple[SelectorExpression, ...] | None = json_field("matchExpressions")
 
     def as_api_dict(self) -> dict[str, Any]:
-        """The selector in ``metav1.LabelSelector`` form, unknown keys left out."""
+        """
+        The selector in ``metav1.LabelSelector`` form, unknown keys left out and missing
+        strings read as ``""``, as Go does (so a missing operator is reported as invalid).
+        """
         out: dict[str, Any] = {}
         if self.match_labels:
             out["matchLabels"] = dict(self.match_labels)
         if self.match_expressions:
             out["matchExpressions"] = [
-                {"key": e.key, "operator": e.operator, "values": list(e.values or ())}
+                {"key": e.key or "", "operator": e.operator or "", "values": list(e.values or ())}
                 for e in self.match_expressions
             ]
         return out

@@ -21,7 +21,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from attrs import frozen
 
-from ._errors import ConfigError, ConfigProblem
+from ._errors import ConfigError
 from ._policy import ConcurrencyPolicy
 
 __all__ = ["PolicyWatcher", "PolicyWatcherStatistics"]
@@ -228,16 +228,13 @@ class PolicyWatcher(Generic[P]):
         try:
             data = self._path.read_bytes()
         except OSError as exc:
-            reason = exc.strerror or str(exc)
-            self._reject(
-                None,
-                ConfigError(
-                    [ConfigProblem(path="", message=f"cannot read {self._path}: {reason}")]
-                ),
-            )
+            error = ConfigError(f"cannot read {self._path}: {exc.strerror or exc}")
+            if self._last_data is None and str(error) == str(self._last_error):
+                return False  # the same read failure as on the last poll: reported already
+            self._reject(None, error)
             return False
         if data == self._last_data:
-            return False
+            return False  # unchanged: already in force, or already rejected
         try:
             policy = self._load(data)
         except ConfigError as exc:
@@ -249,10 +246,7 @@ class PolicyWatcher(Generic[P]):
         return True
 
     def _reject(self, data: bytes | None, error: ConfigError) -> None:
-        already_reported = self._last_error is not None and data == self._last_data
         self._last_data = data
-        if already_reported and str(self._last_error) == str(error):
-            return
         self._last_error = error
         self._rejections += 1
         kept = "keeping the last good policy" if self._policy is not None else "no policy yet"
