@@ -13,10 +13,10 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from importlib.resources import files
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 from ._config import describe, parse_json_text
-from ._errors import ConfigError, SelectorError, ThrottlekitError
+from ._errors import ConfigError, ThrottlekitError
 from ._policy import ConcurrencyPolicy, Resolution
 from ._selectors import _key_problem, _value_problem
 
@@ -94,10 +94,6 @@ def read_nodes(data: bytes, where: str) -> list[tuple[str, dict[str, str]]]:
     return nodes
 
 
-def _load_policy(path: str, *, strict: bool) -> ConcurrencyPolicy:
-    return ConcurrencyPolicy.from_velero(_read_text(path), strict=strict)
-
-
 # -- output --------------------------------------------------------------------------
 
 
@@ -173,11 +169,12 @@ def _cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
     else:
         subjects = list(read_nodes(_read_text(args.nodes), args.nodes))
     try:
-        policy = _load_policy(args.config, strict=args.strict)
+        policy = ConcurrencyPolicy.from_velero(_read_text(args.config), strict=args.strict)
     except ConfigError as exc:
         more = len(exc.problems) - 1
         hint = f" (and {more} more; see `throttlekit validate {args.config}`)" if more else ""
-        raise _InputError(f"{args.config}: not usable: {exc.problems[0]}{hint}") from None
+        _error_line(f"{args.config}: not usable: {exc.problems[0]}{hint}")
+        return EXIT_UNUSABLE
     results = policy.resolve_many(subjects)
     if args.json:
         json.dump([_resolution_json(n, r) for n, r in results.items()], out, indent=2)
@@ -281,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.func(args, sys.stdout)
     except (_InputError, ThrottlekitError) as exc:
-        _fail(str(exc).splitlines()[0] if isinstance(exc, SelectorError) else str(exc))
+        _error_line(str(exc))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `throttlekit resolve ... | head`
@@ -291,6 +289,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _fail(message: str) -> NoReturn:
+def _error_line(message: str) -> None:
     sys.stderr.write(f"throttlekit: error: {message}\n")
-    raise SystemExit(EXIT_USAGE)
