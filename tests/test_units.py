@@ -110,7 +110,7 @@ def test_constructor_validates() -> None:
         Rate(per_second=-1)
     with pytest.raises(ValueError, match="per_second must be >= 0"):
         Rate(per_second=math.nan)
-    with pytest.raises(TypeError, match="per_second must be a number"):
+    with pytest.raises(TypeError, match="per_second must be a number of units per second"):
         Rate(per_second="1")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="kind must be"):
         Rate(per_second=1, kind="bits")  # type: ignore[arg-type]

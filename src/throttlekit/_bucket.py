@@ -26,15 +26,9 @@ from __future__ import annotations
 import math
 from typing import final
 
+from ._units import check_rate_number
+
 __all__ = ["TokenBucket", "pieces"]
-
-
-def _check_rate(rate: float) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, int | float):
-        raise TypeError(f"rate must be a number of units per second, got {type(rate).__name__}")
-    if math.isnan(rate) or rate < 0:
-        raise ValueError(f"rate must be >= 0 (math.inf for unlimited), got {rate!r}")
-    return float(rate)
 
 
 def _check_burst(burst: float) -> float:
@@ -69,7 +63,7 @@ class TokenBucket:
     __slots__ = ("_base", "_base_time", "_burst", "_rate", "_taken")
 
     def __init__(self, rate: float, burst: float, now: float, *, full: bool = False) -> None:
-        self._rate = _check_rate(rate)
+        self._rate = check_rate_number(rate, "rate")
         self._burst = _check_burst(burst)
         self._taken = 0.0
         self._base = self._burst if full else 0.0
@@ -99,9 +93,9 @@ class TokenBucket:
 
     def _settle(self, now: float) -> None:
         """Drop credit beyond the burst now, so a later take cannot reach banked idle time."""
-        earned = self._earned(now)
-        if earned >= self._taken + self._burst or math.isinf(self._rate):
-            self._base, self._base_time = self._taken + self._burst, now
+        cap = self._taken + self._burst
+        if self._earned(now) >= cap:  # always so at an unlimited rate
+            self._base, self._base_time = cap, now
 
     def credit(self, now: float) -> float:
         """Units that could be taken at ``now`` without waiting (negative: a debt)."""
@@ -137,14 +131,14 @@ class TokenBucket:
 
     def set_rate(self, rate: float, now: float) -> None:
         """Change the rate from ``now`` on; credit earned so far is kept."""
-        rate = _check_rate(rate)
+        rate = check_rate_number(rate, "rate")
         self._base, self._base_time = self._earned(now), now
         self._rate = rate
 
     def set_burst(self, burst: float, now: float) -> None:
         """Change the burst from ``now`` on; credit above a smaller burst is dropped."""
         burst = _check_burst(burst)
-        self._settle(now)
+        # Freeze the credit earned so far; the cap in _earned() applies the new burst, and
+        # every take settles before it, so nothing above the new burst can leak later.
         self._base, self._base_time = self._earned(now), now
         self._burst = burst
-        self._settle(now)

@@ -37,6 +37,18 @@ _DNS1123_SUBDOMAIN_RE: Final = re.compile(
 )
 
 
+def _part_problem(
+    key: str, what: str, part: str, limit: int, pattern: re.Pattern[str], rule: str
+) -> str | None:
+    if part == "":
+        return f"label key {key!r}: the {what} must not be empty"
+    if len(part) > limit:
+        return f"label key {key!r}: the {what} must be at most {limit} characters"
+    if not pattern.fullmatch(part):
+        return f"label key {key!r}: the {what} {rule}"
+    return None
+
+
 def _key_problem(key: object) -> str | None:
     """Why ``key`` is not a valid label key (a Kubernetes qualified name), or None."""
     if not isinstance(key, str):
@@ -45,25 +57,24 @@ def _key_problem(key: object) -> str | None:
         return "label key must not be empty"
     prefix, slash, name = key.rpartition("/")
     if slash:
-        if prefix == "":
-            return f"label key {key!r}: the prefix before '/' must not be empty"
-        if len(prefix) > _PREFIX_MAX:
-            return f"label key {key!r}: the prefix must be at most {_PREFIX_MAX} characters"
-        if not _DNS1123_SUBDOMAIN_RE.fullmatch(prefix):
-            return (
-                f"label key {key!r}: the prefix {prefix!r} must be a lowercase DNS subdomain "
-                "(such as 'example.com')"
-            )
-    if name == "":
-        return f"label key {key!r}: the name part must not be empty"
-    if len(name) > _NAME_MAX:
-        return f"label key {key!r}: the name part must be at most {_NAME_MAX} characters"
-    if not _NAME_RE.fullmatch(name):
-        return (
-            f"label key {key!r}: the name part must consist of alphanumerics, '-', '_' or '.', "
-            "and start and end with an alphanumeric"
+        problem = _part_problem(
+            key,
+            "prefix before '/'",
+            prefix,
+            _PREFIX_MAX,
+            _DNS1123_SUBDOMAIN_RE,
+            f"{prefix!r} must be a lowercase DNS subdomain (such as 'example.com')",
         )
-    return None
+        if problem is not None:
+            return problem
+    return _part_problem(
+        key,
+        "name part",
+        name,
+        _NAME_MAX,
+        _NAME_RE,
+        "must consist of alphanumerics, '-', '_' or '.', and start and end with an alphanumeric",
+    )
 
 
 def _value_problem(value: object) -> str | None:

@@ -72,6 +72,15 @@ _ACCEPTED: Final = (
 )
 
 
+def check_rate_number(value: object, name: str) -> float:
+    """``value`` as a rate in units per second: a number >= 0, ``math.inf`` for unlimited."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of units per second, got {type(value).__name__}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be >= 0 (math.inf for unlimited), got {value!r}")
+    return float(value)
+
+
 def _unit_error(text: object, why: str) -> UnitError:
     return UnitError(f"invalid rate {text!r}: {why}; expected {_ACCEPTED}")
 
@@ -111,10 +120,7 @@ class Rate:
 
     @per_second.validator
     def _check_per_second(self, _: object, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"per_second must be a number, got {type(value).__name__}")
-        if math.isnan(value) or value < 0:
-            raise ValueError(f"per_second must be >= 0 (math.inf for unlimited), got {value!r}")
+        check_rate_number(value, "per_second")
 
     @kind.validator
     def _check_kind(self, _: object, value: str) -> None:
