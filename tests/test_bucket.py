@@ -143,6 +143,14 @@ def test_smaller_burst_drops_extra_credit() -> None:
     assert bucket.credit(0.0) == 10  # growing the burst adds no credit by itself
 
 
+def test_shrunk_burst_cannot_leak_old_credit_through_later_takes() -> None:
+    """After shrinking the burst, takes get at most the new burst before waiting."""
+    bucket = TokenBucket(10, 100, 0.0, full=True)
+    bucket.set_burst(10, 0.0)
+    assert bucket.reserve(10, 0.0) == 0
+    assert bucket.reserve(10, 0.0) == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize(
     ("amount", "burst", "expected"), [(5, 10, [5]), (25, 10, [10, 10, 5]), (20, 10, [10, 10])]
 )
