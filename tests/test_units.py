@@ -150,6 +150,13 @@ def test_ordering_within_a_kind() -> None:
         _ = Rate.parse("1MB/s") < Rate.parse("5/s")
 
 
+def test_unlimited_and_paused_compare_with_both_kinds() -> None:
+    """'off' and '0' mean the same for data and units, so a policy of unit rates may use them."""
+    assert Rate.parse("5/s") < Rate.parse("off")
+    assert Rate.parse("0") < Rate.parse("1MB/s")
+    assert min(Rate.parse("100/s"), Rate.parse("unlimited")) == Rate.parse("100/s")
+
+
 def test_rates_as_ruled_policy_values() -> None:
     """A RuledPolicy of rates gives each node its bandwidth; the smallest matching rate wins."""
     policy = RuledPolicy(

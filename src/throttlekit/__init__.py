@@ -9,6 +9,8 @@ this module and listed in ``__all__``; submodules starting with ``_`` are privat
 
 from ._errors import ConfigError, ConfigProblem, SelectorError, ThrottlekitError
 from ._policy import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRule
+from ._ratelimit import RateLimiter, RateLimiterStatistics
+from ._schedule import Schedule
 from ._selectors import LabelSelector, SelectorRequirement
 from ._units import Rate, UnitError
 from ._velero import VeleroNodeAgentConfig
@@ -22,9 +24,12 @@ __all__ = [
     "PolicyWatcher",
     "PolicyWatcherStatistics",
     "Rate",
+    "RateLimiter",
+    "RateLimiterStatistics",
     "Resolution",
     "Rule",
     "RuledPolicy",
+    "Schedule",
     "SelectorError",
     "SelectorRequirement",
     "SkippedRule",

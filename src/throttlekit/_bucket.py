@@ -34,8 +34,8 @@ __all__ = ["TokenBucket", "pieces"]
 def _check_burst(burst: float) -> float:
     if isinstance(burst, bool) or not isinstance(burst, int | float):
         raise TypeError(f"burst must be a number of units, got {type(burst).__name__}")
-    if not (math.isfinite(burst) and burst > 0):
-        raise ValueError(f"burst must be a finite number > 0, got {burst!r}")
+    if math.isnan(burst) or burst <= 0:
+        raise ValueError(f"burst must be a number > 0, got {burst!r}")
     return float(burst)
 
 
@@ -56,7 +56,8 @@ class TokenBucket:
     A token bucket's state and maths, with no clock of its own: every method takes ``now``.
 
     ``rate`` is units per second (``math.inf`` lets everything through, ``0`` pauses),
-    ``burst`` the most credit it can hold. It starts empty unless ``full=True``.
+    ``burst`` the most credit it can hold (``math.inf`` only makes sense with an unlimited
+    rate). It starts empty unless ``full=True``.
     Not thread-safe by itself: the limiters that use it hold a lock.
     """
 
@@ -101,9 +102,14 @@ class TokenBucket:
         """Units that could be taken at ``now`` without waiting (negative: a debt)."""
         return self._earned(now) - self._taken
 
-    def delay(self, now: float) -> float:
-        """Seconds from ``now`` until the debt is paid (0 if none; ``inf`` while paused)."""
-        deficit = self._taken - self._earned(now)
+    def delay(self, now: float, *, excluding: float = 0.0) -> float:
+        """
+        Seconds from ``now`` until the debt is paid (0 if none; ``inf`` while paused).
+
+        ``excluding`` leaves out the last units taken: the limiters reserve for every
+        queued waiter, and the head waits only for the debt up to and including its own.
+        """
+        deficit = self._taken - excluding - self._earned(now)
         if deficit <= 0:
             return 0.0
         if self._rate == 0:
@@ -112,10 +118,20 @@ class TokenBucket:
 
     def try_take(self, amount: float, now: float) -> bool:
         """Take ``amount`` only if the credit covers it now; never goes into debt."""
-        if self.credit(now) < amount:
+        # The limiters' fast path: _earned() and _settle() inlined, computed once.
+        taken = self._taken
+        cap = taken + self._burst
+        rate = self._rate
+        if rate == math.inf:
+            earned = cap
+        else:
+            earned = self._base + rate * (now - self._base_time if now > self._base_time else 0.0)
+        if earned >= cap:
+            earned = cap
+            self._base, self._base_time = cap, now  # drop credit beyond the burst
+        if earned - taken < amount:
             return False
-        self._settle(now)
-        self._taken += amount
+        self._taken = taken + amount
         return True
 
     def reserve(self, amount: float, now: float) -> float:

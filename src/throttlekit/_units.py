@@ -110,7 +110,8 @@ class Rate:
 
     ``str(rate)`` gives a short text that parses back to the same rate. Rates of one kind
     are ordered, so they work as :class:`RuledPolicy` values (the smallest matching rate
-    wins); comparing a byte rate with a unit rate is a :class:`TypeError`.
+    wins); comparing a byte rate with a unit rate is a :class:`TypeError`, except that
+    unlimited and paused rates compare with both kinds.
 
     A rate is a value, not a limiter: give it to a rate limiter to enforce it.
     """
@@ -182,6 +183,11 @@ class Rate:
         """Whether this rate lets nothing through (until it changes)."""
         return self.per_second == 0
 
+    @property
+    def _is_extreme(self) -> bool:
+        # Unlimited and paused mean the same for data and units, so they compare with both.
+        return self.per_second == 0 or math.isinf(self.per_second)
+
     def __str__(self) -> str:
         return _format(self)
 
@@ -191,7 +197,7 @@ class Rate:
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Rate):
             return NotImplemented
-        if other.kind != self.kind:
+        if other.kind != self.kind and not (self._is_extreme or other._is_extreme):
             raise TypeError(f"cannot compare a rate of {self.kind} with a rate of {other.kind}")
         return self.per_second < other.per_second
 
