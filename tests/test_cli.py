@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from throttlekit import RateLimiter
 from throttlekit._cli import main
+from throttlekit._pipe import copy, human_bytes, parse_burst
 
 SAMPLE_DIR = Path(__file__).parent.parent / "src" / "throttlekit" / "data"
 CONFIGMAP = str(SAMPLE_DIR / "sample-node-agent-configmap.json")
@@ -155,3 +159,71 @@ def test_python_dash_m_works() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "usable" in proc.stdout
+
+
+# -- pipe --------------------------------------------------------------------------------
+
+
+def pipe(*args: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    command = [sys.executable, "-m", "throttlekit", "pipe", *args]
+    return subprocess.run(command, input=data, capture_output=True, check=False, timeout=60)
+
+
+def test_pipe_copies_stdin_to_stdout_byte_for_byte() -> None:
+    """`throttlekit pipe` passes every byte through unchanged, with no progress when piped."""
+    data = bytes(range(256)) * 2000
+    result = pipe("--rate", "1GiB/s", "--burst", "64KiB", data=data)
+    assert result.returncode == 0
+    assert result.stdout == data
+    assert result.stderr == b""
+
+
+def test_pipe_exits_cleanly_when_the_reader_goes_away() -> None:
+    """A closed downstream pipe (`| head`) ends the copy with status 0 and no traceback."""
+    command = f"{sys.executable} -m throttlekit pipe --rate off"
+    script = f"yes | {command} | head -c 10; exit ${{PIPESTATUS[1]}}"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, check=False, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout == b"y\ny\ny\ny\ny\n"
+    assert result.stderr == b""
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--rate", "10fast"], "invalid rate '10fast'"),
+        (["--rate", "1M", "--burst", "1/s"], "invalid burst '1/s'"),
+        (["--rate", "1M", "--burst", "lots"], "invalid burst 'lots'"),
+    ],
+)
+def test_pipe_bad_input_is_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
+) -> None:
+    """A bad rate or burst is one error line and exit status 2."""
+    status, _, err = run(capsys, "pipe", *args)
+    assert status == 2
+    assert err.startswith("throttlekit: error: ")
+    assert fragment in err
+    assert err.count("\n") == 1
+
+
+def test_burst_accepts_sizes_and_durations() -> None:
+    """--burst takes a size in any unit or a duration in s or ms."""
+    assert parse_burst("64KiB") == 65536
+    assert parse_burst("1MB") == 1e6
+    assert parse_burst("250ms") == timedelta(milliseconds=250)
+    assert parse_burst("0.5s") == timedelta(seconds=0.5)
+
+
+def test_progress_line_shows_total_and_rates() -> None:
+    """The progress display reports bytes copied and ends with a newline."""
+    progress = io.StringIO()
+    source, sink = io.BytesIO(b"x" * 300_000), io.BytesIO()
+    total = copy(source, sink, RateLimiter("off"), progress)  # type: ignore[arg-type]
+    assert total == 300_000
+    assert sink.getvalue() == b"x" * 300_000
+    line = progress.getvalue()
+    assert "293KiB" in line
+    assert "/s avg" in line
+    assert line.endswith("\n")
+    assert [human_bytes(n) for n in (5, 2048, 10 * 2**20)] == ["5B", "2KiB", "10MiB"]

@@ -12,6 +12,7 @@ from ._policy import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRu
 from ._ratelimit import RateLimiter, RateLimiterStatistics
 from ._schedule import Schedule
 from ._selectors import LabelSelector, SelectorRequirement
+from ._streams import ThrottledByteStream, ThrottledReader, ThrottledWriter, throttle_chunks
 from ._units import Rate, UnitError
 from ._velero import VeleroNodeAgentConfig
 from ._watch import PolicyWatcher, PolicyWatcherStatistics
@@ -33,9 +34,13 @@ __all__ = [
     "SelectorError",
     "SelectorRequirement",
     "SkippedRule",
+    "ThrottledByteStream",
+    "ThrottledReader",
+    "ThrottledWriter",
     "ThrottlekitError",
     "UnitError",
     "VeleroNodeAgentConfig",
+    "throttle_chunks",
 ]
 
 

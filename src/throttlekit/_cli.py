@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from importlib.resources import files
@@ -17,7 +18,9 @@ from typing import Any, TextIO
 
 from ._config import describe, parse_json_text
 from ._errors import ConfigError, ThrottlekitError
+from ._pipe import copy, parse_burst
 from ._policy import ConcurrencyPolicy, Resolution
+from ._ratelimit import RateLimiter
 from ._selectors import _key_problem, _value_problem
 
 __all__ = ["main"]
@@ -225,6 +228,15 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_pipe(args: argparse.Namespace, out: TextIO) -> int:
+    burst = parse_burst(args.burst) if args.burst is not None else None
+    limiter = RateLimiter(args.rate, burst=burst)
+    progress = sys.stderr if (args.progress or sys.stderr.isatty()) and not args.quiet else None
+    out.flush()
+    copy(sys.stdin.buffer, sys.stdout.buffer, limiter, progress)
+    return 0
+
+
 def _indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line if line else line for line in text.splitlines())
 
@@ -266,6 +278,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="refuse a config with any warning")
     p.set_defaults(func=_cmd_resolve)
 
+    p = commands.add_parser(
+        "pipe",
+        help="copy stdin to stdout at a rate (like pv -L)",
+        description="Copy stdin to stdout at RATE, byte for byte, with a progress line on "
+        "stderr when it is a terminal.",
+    )
+    p.add_argument(
+        "--rate",
+        required=True,
+        metavar="RATE",
+        help="e.g. 10MiB/s, 80Mbit/s, 512k, off; or a timetable '08:00,1MiB/s 18:00,off'",
+    )
+    p.add_argument(
+        "--burst",
+        metavar="SIZE|DURATION",
+        help="the most at once: a size (64KiB) or a duration of the rate (default 0.1s)",
+    )
+    show = p.add_mutually_exclusive_group()
+    show.add_argument("--progress", action="store_true", help="show progress even if not a tty")
+    show.add_argument("-q", "--quiet", action="store_true", help="never show progress")
+    p.set_defaults(func=_cmd_pipe)
+
     p = commands.add_parser("demo", help="a tour on built-in sample data")
     p.add_argument("--explain", action="store_true", help="explain every node's result")
     p.set_defaults(func=_cmd_demo)
@@ -282,8 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # e.g. `throttlekit resolve ... | head`
-        sys.stderr.close()
+    except BrokenPipeError:  # e.g. `throttlekit resolve ... | head`: the reader is done
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 0
     sys.stdout.flush()
     return status

@@ -1,0 +1,248 @@
+"""
+Wrappers that charge a :class:`~throttlekit.RateLimiter` for exactly the bytes that pass.
+
+They sit as close to the wire as the caller lets them: a send is charged just before the
+bytes go out, a receive just after they arrive, and each is cut to at most the limiter's
+burst, so no single write or read is a larger burst than the limiter allows. Nothing is
+buffered: what a wrapper returns or accepts is byte-for-byte what the wrapped object did.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from typing import Any, BinaryIO, final
+
+from anyio.abc import ByteStream
+
+from ._ratelimit import RateLimiter
+
+__all__ = ["ThrottledByteStream", "ThrottledReader", "ThrottledWriter", "throttle_chunks"]
+
+
+def _check_limiter(value: object, name: str) -> RateLimiter | None:
+    if value is not None and not isinstance(value, RateLimiter):
+        raise TypeError(f"{name} must be a RateLimiter or None, got {type(value).__name__}")
+    return value
+
+
+def _piece(limiter: RateLimiter) -> int:
+    """The largest single read or write that stays within the limiter's burst."""
+    burst = limiter.burst
+    return max(1, int(burst)) if burst < 2**62 else 2**62
+
+
+def _split(data: bytes | bytearray | memoryview, limiter: RateLimiter) -> list[memoryview]:
+    view = memoryview(data).cast("B")
+    size = _piece(limiter)
+    return [view[i : i + size] for i in range(0, len(view), size)] or [view]
+
+
+@final
+class ThrottledByteStream(ByteStream):
+    """
+    An anyio :class:`~anyio.abc.ByteStream` whose sends and receives are rate limited.
+
+    ``send`` charges ``send_limiter`` before each piece goes out; ``receive`` asks the
+    wrapped stream for at most one burst and charges ``receive_limiter`` for what arrived.
+    Either limiter may be ``None`` (that direction is not limited), and both may be the
+    same limiter (one budget for both directions). Give the same limiter to many streams to
+    cap their total, or limiters with a common ``parent`` to cap each and the total::
+
+        host = RateLimiter("100MiB/s")
+        stream = ThrottledByteStream(
+            await anyio.connect_tcp("backup.example", 7000),
+            send_limiter=RateLimiter("20MiB/s", parent=host),
+        )
+
+    The wrapper owns nothing besides the wrapped stream: closing it closes that stream. It
+    works with any anyio byte stream (TCP, TLS, Unix sockets, process pipes, memory).
+    """
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        *,
+        send_limiter: RateLimiter | None = None,
+        receive_limiter: RateLimiter | None = None,
+    ) -> None:
+        if not isinstance(stream, ByteStream):
+            raise TypeError(f"stream must be an anyio ByteStream, got {type(stream).__name__}")
+        self._stream = stream
+        self._send_limiter = _check_limiter(send_limiter, "send_limiter")
+        self._receive_limiter = _check_limiter(receive_limiter, "receive_limiter")
+
+    @property
+    def stream(self) -> ByteStream:
+        """The wrapped stream."""
+        return self._stream
+
+    async def send(self, item: bytes) -> None:
+        """Send ``item``, one burst-sized piece at a time, each charged just before it goes."""
+        limiter = self._send_limiter
+        if limiter is None:
+            await self._stream.send(item)
+            return
+        for piece in _split(item, limiter):
+            await limiter.acquire(len(piece))
+            await self._stream.send(bytes(piece))
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """Receive at most ``max_bytes`` (and at most one burst), charged once it arrived."""
+        limiter = self._receive_limiter
+        if limiter is None:
+            return await self._stream.receive(max_bytes)
+        data = await self._stream.receive(min(max_bytes, _piece(limiter)))
+        await limiter.acquire(len(data))
+        return data
+
+    async def send_eof(self) -> None:
+        """Close the sending direction of the wrapped stream."""
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        """Close the wrapped stream."""
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        """The wrapped stream's extra attributes (socket addresses and so on)."""
+        return self._stream.extra_attributes
+
+
+@final
+class _ThrottledChunks(AsyncIterator[bytes]):
+    __slots__ = ("_chunks", "_limiter", "_pending")
+
+    def __init__(self, chunks: AsyncIterable[bytes], limiter: RateLimiter) -> None:
+        self._chunks = aiter(chunks)
+        self._limiter = limiter
+        self._pending: list[memoryview] = []
+
+    async def __anext__(self) -> bytes:
+        while not self._pending:
+            chunk = await anext(self._chunks)
+            if chunk:
+                self._pending = _split(chunk, self._limiter)
+        piece = self._pending.pop(0)
+        await self._limiter.acquire(len(piece))
+        return bytes(piece)
+
+
+def throttle_chunks(chunks: AsyncIterable[bytes], limiter: RateLimiter) -> AsyncIterator[bytes]:
+    """
+    Pass the byte chunks of ``chunks`` on at the limiter's rate, each cut to at most one
+    burst and charged just before it is handed out.
+
+    For producers that are async iterators rather than streams (an HTTP response body, an
+    object-store download, a generator reading a file)::
+
+        async for piece in throttle_chunks(response.aiter_bytes(), limiter):
+            await sink.write(piece)
+
+    Empty chunks are skipped; the concatenation of what comes out is exactly what went in.
+    """
+    if not isinstance(limiter, RateLimiter):
+        raise TypeError(f"limiter must be a RateLimiter, got {type(limiter).__name__}")
+    if not hasattr(chunks, "__aiter__"):
+        raise TypeError(f"chunks must be an async iterable of bytes, got {type(chunks).__name__}")
+    return _ThrottledChunks(chunks, limiter)
+
+
+class _ThrottledFile(io.RawIOBase):
+    """Shared plumbing of the sync file wrappers (blocking threads, not event loops)."""
+
+    def __init__(self, raw: BinaryIO, limiter: RateLimiter, *, close: bool) -> None:
+        super().__init__()
+        if not isinstance(limiter, RateLimiter):
+            raise TypeError(f"limiter must be a RateLimiter, got {type(limiter).__name__}")
+        self._raw = raw
+        self._limiter = limiter
+        self._close_raw = close
+
+    @property
+    def raw(self) -> BinaryIO:
+        """The wrapped file object."""
+        return self._raw
+
+    def close(self) -> None:
+        was_open = not self.closed
+        super().close()  # flushes first
+        if was_open and self._close_raw:
+            self._raw.close()
+
+    def flush(self) -> None:
+        if not self.closed:
+            self._raw.flush()
+
+
+@final
+class ThrottledReader(_ThrottledFile):
+    """
+    A readable binary file object that reads from ``raw`` at the limiter's rate.
+
+    Each read asks ``raw`` for at most one burst and blocks (with
+    :meth:`RateLimiter.acquire_blocking`) until what arrived may pass. It works wherever a
+    binary file does, for example with :func:`shutil.copyfileobj`::
+
+        with open("disk.img", "rb") as f:
+            shutil.copyfileobj(ThrottledReader(f, RateLimiter("50MiB/s")), destination)
+
+    ``close=True`` (the default) closes ``raw`` with the wrapper. For threads, not for
+    code on an event loop: use :func:`throttle_chunks` or :class:`ThrottledByteStream`
+    there.
+    """
+
+    def __init__(self, raw: BinaryIO, limiter: RateLimiter, *, close: bool = True) -> None:
+        if not callable(getattr(raw, "read", None)):
+            raise TypeError(f"raw must be a readable binary file, got {type(raw).__name__}")
+        super().__init__(raw, limiter, close=close)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), _piece(self._limiter))
+        data = self._raw.read(want)
+        if not data:
+            return 0
+        n = len(data)
+        view[:n] = data
+        self._limiter.acquire_blocking(n)
+        return n
+
+
+@final
+class ThrottledWriter(_ThrottledFile):
+    """
+    A writable binary file object that writes to ``raw`` at the limiter's rate.
+
+    Each write is cut into burst-sized pieces, each charged (blocking) just before it is
+    written, and every byte is written before ``write`` returns. Use it as the destination
+    of :func:`shutil.copyfileobj`, or anywhere a binary file is written::
+
+        with open("backup.tar", "wb") as f:
+            shutil.copyfileobj(source, ThrottledWriter(f, RateLimiter("80Mbit/s")))
+
+    ``close=True`` (the default) closes ``raw`` with the wrapper. For threads, not for
+    code on an event loop.
+    """
+
+    def __init__(self, raw: BinaryIO, limiter: RateLimiter, *, close: bool = True) -> None:
+        if not callable(getattr(raw, "write", None)):
+            raise TypeError(f"raw must be a writable binary file, got {type(raw).__name__}")
+        super().__init__(raw, limiter, close=close)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        for piece in _split(view, self._limiter):
+            self._limiter.acquire_blocking(len(piece))
+            written = 0
+            while written < len(piece):
+                n = self._raw.write(piece[written:])
+                written += len(piece) - written if n is None else n
+        return len(view)
