@@ -128,7 +128,7 @@ class _Tree:
     def stamp(self, raw: float, source: int) -> float:
         """``raw`` from ``source`` on the shared timeline; call with the lock held."""
         now = raw + self.shift[source]
-        if now > self.last:
+        if now >= self.last:
             self.last = now
         elif now < self.last - _JUMP:
             self.shift[source] += self.last - now
@@ -166,7 +166,12 @@ class _Waiter:
 
 
 class _Signal:
-    """Wakes a sleeping waiter, from any thread."""
+    """Wakes one sleeping waiter, from any thread. ``arm`` is called with the lock held."""
+
+    __slots__ = ()
+
+    def arm(self) -> None:
+        raise NotImplementedError
 
     def fire(self) -> None:
         raise NotImplementedError
@@ -178,24 +183,79 @@ class _ThreadSignal(_Signal):
     def __init__(self) -> None:
         self.event = threading.Event()
 
+    def arm(self) -> None:
+        self.event.clear()
+
+    def wait(self, timeout: float) -> None:
+        self.event.wait(None if math.isinf(timeout) else max(timeout, 0.0))
+
     def fire(self) -> None:
         self.event.set()
 
 
-class _TaskSignal(_Signal):
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _AsyncioSignal(_Signal):
+    """
+    A bare future and a loop timer: far cheaper than a cancel scope's deadline, which on
+    asyncio wakes the task by cancelling it.
+    """
+
+    __slots__ = ("_loop", "_thread", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.get_ident()
+        self.future: asyncio.Future[None] = loop.create_future()
+
+    def arm(self) -> None:
+        if self.future.done():
+            self.future = self._loop.create_future()
+
+    async def wait(self, timeout: float) -> None:
+        future = self.future
+        if future.done():
+            return
+        timer = None if math.isinf(timeout) else self._loop.call_later(timeout, _resolve, future)
+        try:
+            await future
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _set(self) -> None:
+        _resolve(self.future)
+
+    def fire(self) -> None:
+        if threading.get_ident() == self._thread:
+            _resolve(self.future)
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            self._loop.call_soon_threadsafe(self._set)
+
+
+class _TrioSignal(_Signal):
+    """An event and a cancel-scope deadline, which trio makes cheap."""
+
     __slots__ = ("_call_soon", "_thread", "event")
 
     def __init__(self) -> None:
+        import trio  # only ever needed when running on trio
+
         self.event = anyio.Event()
         self._thread = threading.get_ident()
-        call_soon: Callable[[Callable[[], object]], object]
-        try:
-            call_soon = asyncio.get_running_loop().call_soon_threadsafe
-        except RuntimeError:
-            import trio  # only ever needed when running on trio
+        self._call_soon = trio.lowlevel.current_trio_token().run_sync_soon
 
-            call_soon = trio.lowlevel.current_trio_token().run_sync_soon
-        self._call_soon = call_soon
+    def arm(self) -> None:
+        if self.event.is_set():
+            self.event = anyio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        with anyio.move_on_after(timeout):
+            await self.event.wait()
 
     def _set(self) -> None:
         self.event.set()
@@ -204,8 +264,15 @@ class _TaskSignal(_Signal):
         if threading.get_ident() == self._thread:
             self.event.set()
             return
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+        with contextlib.suppress(RuntimeError):  # a closed run: nobody waits any more
             self._call_soon(self._set)
+
+
+def _task_signal() -> _AsyncioSignal | _TrioSignal:
+    try:
+        return _AsyncioSignal(asyncio.get_running_loop())
+    except RuntimeError:
+        return _TrioSignal()
 
 
 def _fire(waiters: Iterable[_Waiter], skip: _Waiter | None = None) -> None:
@@ -516,18 +583,18 @@ class RateLimiter:
                 _asyncio_checkpoint = _find_asyncio_checkpoint()
             await _asyncio_checkpoint()
             raw, source = (loop.time(), _ASYNCIO) if tree.clock is None else (tree.clock(), _CLOCK)
-        with tree.lock:
+        lock = tree.lock
+        lock.acquire()
+        try:
             now = tree.stamp(raw, source)
             if self._parent is None:
-                if (
-                    not self._queue
-                    and now < self._switch_at - _EPS
-                    and self._bucket.try_take(amount, now)
-                ):
+                if not self._queue and now < self._switch_at and self._bucket.try_take(amount, now):
                     self._granted += amount
                     return
             elif amount <= self._bucket.burst and self._try_take(amount, now):
                 return
+        finally:
+            lock.release()
         await self._acquire_slow(amount)
 
     async def _acquire_slow(self, amount: float) -> None:
@@ -546,7 +613,7 @@ class RateLimiter:
 
     async def _wait_here(self, amount: float) -> None:
         tree = self._tree
-        signal = _TaskSignal()
+        signal = _task_signal()
         with tree.lock:
             now = tree.stamp(*tree.read())
             w = self._join(amount, now, signal)
@@ -555,12 +622,9 @@ class RateLimiter:
                 with tree.lock:
                     if w.granted:
                         return
-                    if signal.event.is_set():
-                        signal.event = anyio.Event()
-                    event = signal.event
+                    signal.arm()
                     timeout = w.wake_at - tree.stamp(*tree.read())
-                with anyio.move_on_after(timeout):
-                    await event.wait()
+                await signal.wait(timeout)
                 with tree.lock:
                     fire = self._woken(w, tree.stamp(*tree.read()))
                 _fire(fire, skip=w)
@@ -608,9 +672,9 @@ class RateLimiter:
                 with tree.lock:
                     if w.granted:
                         return
-                    signal.event.clear()
+                    signal.arm()
                     timeout = w.wake_at - tree.stamp(*tree.read())
-                signal.event.wait(None if math.isinf(timeout) else max(timeout, 0.0))
+                signal.wait(timeout)
                 with tree.lock:
                     fire = self._woken(w, tree.stamp(*tree.read()))
                 _fire(fire, skip=w)
