@@ -7,8 +7,22 @@ ItemBlock worker pool, and bandwidth/CPU throttles. Everything public is importa
 this module and listed in ``__all__``; submodules starting with ``_`` are private.
 """
 
+import logging as _logging
+
+from ._blocks import (
+    BlockResult,
+    BlockStatus,
+    ItemBlock,
+    ItemBlockError,
+    ItemError,
+    RunProgress,
+    RunResult,
+    build_item_blocks,
+)
 from ._errors import ConfigError, ConfigProblem, SelectorError, ThrottlekitError
+from ._limits import OperationLimits, OperationLimitsStatistics
 from ._policy import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRule
+from ._pool import ItemBlockWorkerPool, PoolStatistics
 from ._ratelimit import RateLimiter, RateLimiterStatistics
 from ._schedule import Schedule
 from ._selectors import LabelSelector, SelectorRequirement
@@ -17,19 +31,34 @@ from ._units import Rate, UnitError
 from ._velero import VeleroNodeAgentConfig
 from ._watch import PolicyWatcher, PolicyWatcherStatistics
 
+# Library-style logging: records go wherever the application sends them, and nowhere
+# (not to the last-resort stderr handler) when it configured nothing.
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
+
 __all__ = [
+    "BlockResult",
+    "BlockStatus",
     "ConcurrencyPolicy",
     "ConfigError",
     "ConfigProblem",
+    "ItemBlock",
+    "ItemBlockError",
+    "ItemBlockWorkerPool",
+    "ItemError",
     "LabelSelector",
+    "OperationLimits",
+    "OperationLimitsStatistics",
     "PolicyWatcher",
     "PolicyWatcherStatistics",
+    "PoolStatistics",
     "Rate",
     "RateLimiter",
     "RateLimiterStatistics",
     "Resolution",
     "Rule",
     "RuledPolicy",
+    "RunProgress",
+    "RunResult",
     "Schedule",
     "SelectorError",
     "SelectorRequirement",
@@ -40,6 +69,7 @@ __all__ = [
     "ThrottlekitError",
     "UnitError",
     "VeleroNodeAgentConfig",
+    "build_item_blocks",
     "throttle_chunks",
 ]
 

@@ -152,6 +152,11 @@ def throttle_chunks(chunks: AsyncIterable[bytes], limiter: RateLimiter) -> Async
 class _ThrottledFile(io.RawIOBase):
     """Shared plumbing of the sync file wrappers (blocking threads, not event loops)."""
 
+    # Class-level defaults, so that closing (also from __del__) works on an object whose
+    # __init__ refused its arguments.
+    _raw: BinaryIO = None  # type: ignore[assignment]
+    _close_raw = False
+
     def __init__(self, raw: BinaryIO, limiter: RateLimiter, *, close: bool) -> None:
         super().__init__()
         if not isinstance(limiter, RateLimiter):
@@ -172,7 +177,7 @@ class _ThrottledFile(io.RawIOBase):
             self._raw.close()
 
     def flush(self) -> None:
-        if not self.closed:
+        if not self.closed and self._raw is not None:
             self._raw.flush()
 
 

@@ -1,0 +1,263 @@
+"""
+OperationLimits: how many operations of each kind, and on each key, may run at once.
+
+CloudStack runs backups of different VMs in parallel but restores one at a time, and never
+two operations on the same VM; a backup agent wants "at most 4 operations, at most 1
+restore, at most 1 per volume" with urgent work first. One slot checks all three counters
+at once and takes them together, so acquiring several limits never deadlocks (there is no
+order of acquisition to get wrong) and a slot never holds one counter while waiting for
+another.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import AsyncIterator, Hashable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import final
+
+import anyio
+from attrs import frozen
+
+__all__ = ["OperationLimits", "OperationLimitsStatistics"]
+
+
+def _check_limit(value: object, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1 or None, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1 (or None for no limit), got {value}")
+    return value
+
+
+def _check_kind(kind: object) -> str:
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"kind must be a non-empty str, got {kind!r}")
+    return kind
+
+
+def _check_per_kind(per_kind: object) -> dict[str, int]:
+    if not isinstance(per_kind, Mapping):
+        raise TypeError(f"per_kind must be a mapping of kind to limit, got {per_kind!r}")
+    out: dict[str, int] = {}
+    for kind, limit in per_kind.items():
+        checked = _check_limit(limit, f"per_kind[{kind!r}]")
+        if checked is not None:
+            out[_check_kind(kind)] = checked
+    return out
+
+
+@frozen(kw_only=True)
+class OperationLimitsStatistics:
+    """A snapshot of :class:`OperationLimits`: limits, slots in use, waiters."""
+
+    total: int | None
+    per_kind: Mapping[str, int]
+    per_key: int | None
+    in_use: int
+    in_use_per_kind: Mapping[str, int]
+    waiting: int
+
+
+class _Waiter:
+    __slots__ = ("event", "granted", "key", "kind", "order")
+
+    def __init__(self, kind: str, key: Hashable | None, order: tuple[int, int]) -> None:
+        self.kind, self.key, self.order = kind, key, order
+        self.granted = False
+        self.event = anyio.Event()
+
+
+@final
+class OperationLimits:
+    """
+    Limits on operations running at once: in total, per kind, and per key.
+
+    >>> limits = OperationLimits(total=4, per_kind={"restore": 1}, per_key=1)
+    >>> async def back_up(vm):
+    ...     async with limits.slot("backup", key=vm):   # waits for a free slot
+    ...         ...                                    # at most 4 in all, 1 per VM
+
+    A kind with limit 1 is sequential (restores, one after another); kinds without their
+    own limit share ``total`` (backups, deletes, in parallel). ``per_key`` bounds
+    operations on one key (one VM, one volume). Waiters with higher ``priority`` go first,
+    first come first served within a priority; a waiter that cannot run (its kind is
+    full) does not hold up those behind it that can. Limits can change at any time:
+    shrinking never cancels holders, growing wakes exactly the waiters that now fit.
+    Cancelling a waiter, or a holder, never leaks a slot.
+
+    It bounds how many operations run, not how fast: see :class:`RateLimiter` for that.
+    Use it from one event loop (asyncio or trio); it is not for threads.
+    """
+
+    def __init__(
+        self,
+        total: int | None = None,
+        per_kind: Mapping[str, int] | None = None,
+        per_key: int | None = None,
+    ) -> None:
+        self._total = _check_limit(total, "total")
+        self._per_kind = _check_per_kind(per_kind if per_kind is not None else {})
+        self._per_key = _check_limit(per_key, "per_key")
+        self._in_use = 0
+        self._kind_in_use: dict[str, int] = {}
+        self._key_in_use: dict[Hashable, int] = {}
+        self._waiters: list[_Waiter] = []  # sorted by (-priority, arrival)
+        self._arrival = itertools.count()
+
+    # -- limits ----------------------------------------------------------------------------
+
+    @property
+    def total(self) -> int | None:
+        """Operations at once in all (``None``: no limit). Settable live."""
+        return self._total
+
+    @total.setter
+    def total(self, value: int | None) -> None:
+        self._total = _check_limit(value, "total")
+        self._wake()
+
+    @property
+    def per_key(self) -> int | None:
+        """Operations at once on one key (``None``: no limit). Settable live."""
+        return self._per_key
+
+    @per_key.setter
+    def per_key(self, value: int | None) -> None:
+        self._per_key = _check_limit(value, "per_key")
+        self._wake()
+
+    @property
+    def per_kind(self) -> Mapping[str, int]:
+        """The limit of each kind that has one (a copy; change it with set_kind_limit)."""
+        return dict(self._per_kind)
+
+    def set_kind_limit(self, kind: str, limit: int | None) -> None:
+        """Set (or with ``None`` remove) the limit of one kind, live."""
+        kind = _check_kind(kind)
+        checked = _check_limit(limit, f"per_kind[{kind!r}]")
+        if checked is None:
+            self._per_kind.pop(kind, None)
+        else:
+            self._per_kind[kind] = checked
+        self._wake()
+
+    # -- slots -----------------------------------------------------------------------------
+
+    def _fits(self, kind: str, key: Hashable | None) -> bool:
+        if self._total is not None and self._in_use >= self._total:
+            return False
+        limit = self._per_kind.get(kind)
+        if limit is not None and self._kind_in_use.get(kind, 0) >= limit:
+            return False
+        return not (
+            key is not None
+            and self._per_key is not None
+            and self._key_in_use.get(key, 0) >= self._per_key
+        )
+
+    def _take(self, kind: str, key: Hashable | None) -> None:
+        self._in_use += 1
+        self._kind_in_use[kind] = self._kind_in_use.get(kind, 0) + 1
+        if key is not None:
+            self._key_in_use[key] = self._key_in_use.get(key, 0) + 1
+
+    def _release(self, kind: str, key: Hashable | None) -> None:
+        self._in_use -= 1
+        left = self._kind_in_use[kind] - 1
+        if left:
+            self._kind_in_use[kind] = left
+        else:
+            del self._kind_in_use[kind]
+        if key is not None:
+            left = self._key_in_use[key] - 1
+            if left:
+                self._key_in_use[key] = left
+            else:
+                del self._key_in_use[key]
+        self._wake()
+
+    def _wake(self) -> None:
+        """Grant, in order, every waiter that fits now."""
+        kept: list[_Waiter] = []
+        for w in self._waiters:
+            if self._fits(w.kind, w.key):
+                self._take(w.kind, w.key)
+                w.granted = True
+                w.event.set()
+            else:
+                kept.append(w)
+        self._waiters = kept
+
+    def _check_key(self, key: object) -> Hashable | None:
+        if key is None:
+            return None
+        try:
+            hash(key)
+        except TypeError as e:
+            raise TypeError(f"key must be hashable, got {type(key).__name__}") from e
+        return key
+
+    @asynccontextmanager
+    async def slot(
+        self, kind: str, key: Hashable | None = None, priority: int = 0
+    ) -> AsyncIterator[None]:
+        """
+        Wait for a slot for an operation of ``kind`` (on ``key``) and hold it for the
+        ``async with`` block. Higher ``priority`` waiters are served first.
+        """
+        kind = _check_kind(kind)
+        key = self._check_key(key)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if not self._waiters and self._fits(kind, key):
+            self._take(kind, key)
+        else:
+            w = _Waiter(kind, key, (-priority, next(self._arrival)))
+            bisect.insort(self._waiters, w, key=lambda x: x.order)
+            self._wake()  # it may fit although others wait (their kind is full)
+            try:
+                await w.event.wait()
+            except BaseException:
+                if w.granted:
+                    self._release(kind, key)
+                else:
+                    self._waiters.remove(w)
+                raise
+        try:
+            yield
+        finally:
+            self._release(kind, key)
+
+    @contextmanager
+    def slot_nowait(self, kind: str, key: Hashable | None = None) -> Iterator[None]:
+        """
+        Take a slot now if one is free and nobody is waiting for it, or raise
+        :class:`anyio.WouldBlock`; hold it for the ``with`` block.
+        """
+        kind = _check_kind(kind)
+        key = self._check_key(key)
+        if not self._fits(kind, key) or any(
+            w.kind == kind or (key is not None and w.key == key) for w in self._waiters
+        ):
+            raise anyio.WouldBlock
+        self._take(kind, key)
+        try:
+            yield
+        finally:
+            self._release(kind, key)
+
+    def statistics(self) -> OperationLimitsStatistics:
+        """A snapshot: the limits, slots in use (in all and per kind), waiters."""
+        return OperationLimitsStatistics(
+            total=self._total,
+            per_kind=dict(self._per_kind),
+            per_key=self._per_key,
+            in_use=self._in_use,
+            in_use_per_kind=dict(self._kind_in_use),
+            waiting=len(self._waiters),
+        )

@@ -1,0 +1,504 @@
+"""
+ItemBlockWorkerPool: N persistent workers that process ItemBlocks for any number of runs.
+
+Why persistent workers: a task per job costs a task spawn per job; a pool of workers
+taking blocks from a queue costs a queue operation, and bounds concurrency by
+construction. Why runs: a backup system runs several backups (and restores) at once on one
+node; they share the node's workers fairly instead of the first taking them all.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, Generic, TypeVar, final
+
+import anyio
+from anyio.abc import TaskGroup
+from attrs import frozen
+
+from ._blocks import (
+    BlockResult,
+    BlockStatus,
+    ItemBlock,
+    ItemError,
+    Phase,
+    RunProgress,
+    RunResult,
+)
+
+__all__ = ["ItemBlockWorkerPool", "PoolStatistics"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("throttlekit.pool")
+
+
+def _check_int(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_seconds(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
+    return float(value)
+
+
+def _check_callable(value: object, name: str) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {value!r}")
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+@frozen(kw_only=True)
+class PoolStatistics:
+    """A snapshot of an :class:`ItemBlockWorkerPool`, from its ``statistics()``."""
+
+    workers: int
+    busy: int
+    queued_blocks: int
+    runs: int
+
+
+class _Run(Generic[T]):
+    """The state of one ``run()``: its queue, its in-flight blocks, its results."""
+
+    def __init__(
+        self,
+        blocks: Sequence[ItemBlock[T]],
+        process: Callable[[T], Any],
+        *,
+        pre_hook: Callable[[ItemBlock[T]], Any] | None,
+        post_hook: Callable[[ItemBlock[T]], Any] | None,
+        key: Callable[[T], Hashable] | None,
+        additional_concurrency: int,
+        fail_fast: bool,
+        on_error: Callable[[ItemError], Any] | None,
+        on_progress: Callable[[RunProgress], Any] | None,
+        progress_interval: float,
+        priority: int,
+        started: float,
+    ) -> None:
+        self.blocks = blocks
+        self.process = process
+        self.process_is_async = _is_async(process)
+        self.pre_hook, self.post_hook = pre_hook, post_hook
+        self.key = key
+        self.additional_concurrency = additional_concurrency
+        self.fail_fast = fail_fast
+        self.on_error, self.on_progress = on_error, on_progress
+        self.progress_interval = progress_interval
+        self.priority = priority
+        self.started = started
+        self.pending: deque[int] = deque(range(len(blocks)))
+        self.results: list[BlockResult | None] = [None] * len(blocks)
+        self.in_flight: dict[int, anyio.CancelScope] = {}
+        self.claimed: set[Hashable] = set()
+        self.remaining = len(blocks)
+        self.done = anyio.Event()
+        self.stopping = False  # fail-fast, a cancelled run, or the pool's shutdown
+        self.items_done = 0
+        self.errors = 0
+        self.last_progress = -math.inf
+        if not blocks:
+            self.done.set()
+
+    def claim(self, item: T) -> bool:
+        """Whether ``item`` is still to be processed in this run (atomic: no await)."""
+        if self.key is None:
+            return True
+        k = self.key(item)
+        if k in self.claimed:
+            return False
+        self.claimed.add(k)
+        return True
+
+    def finish(self, index: int, result: BlockResult) -> None:
+        if self.results[index] is not None:  # pragma: no cover - a bug if ever reached
+            raise AssertionError(f"block {index} reported twice")
+        self.results[index] = result
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done.set()
+
+    def progress(self, now: float, *, final: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        if not final and now - self.last_progress < self.progress_interval:
+            return
+        self.last_progress = now
+        done = sum(1 for r in self.results if r is not None)
+        report = RunProgress(
+            blocks_done=done,
+            blocks_total=len(self.blocks),
+            items_done=self.items_done,
+            errors=self.errors,
+            elapsed=now - self.started,
+            finished=final,
+        )
+        try:
+            self.on_progress(report)
+        except Exception:
+            logger.exception("on_progress raised; the run goes on")
+
+    def cancel_queued(self) -> list[int]:
+        dropped = list(self.pending)
+        self.pending.clear()
+        for index in dropped:
+            self.finish(index, BlockResult(block=self.blocks[index], status=BlockStatus.CANCELLED))
+        return dropped
+
+    def stop(self) -> None:
+        """Cancel the in-flight blocks and drop the queued ones."""
+        self.stopping = True
+        self.cancel_queued()
+        for scope in self.in_flight.values():
+            scope.cancel()
+
+
+@final
+class ItemBlockWorkerPool:
+    """
+    N workers that process :class:`ItemBlock` s: blocks in parallel, the items of one
+    block in order, every error kept.
+
+    .. code-block:: python
+
+        async with ItemBlockWorkerPool(workers=4) as pool:
+            result = await pool.run(blocks, back_up_item, pre_hook=freeze, post_hook=thaw)
+        result.raise_for_errors()   # an ItemBlockError (an ExceptionGroup) if anything failed
+
+    The pool is an async context manager that owns its workers in a task group; each
+    :meth:`run` queues its blocks and returns a :class:`RunResult` when all are done.
+    Several runs may share one pool: workers take blocks round-robin between runs, highest
+    ``priority`` first. Cancelling the task awaiting a run cancels that run only. Leaving
+    the context stops the pool: no new runs, in-flight blocks get ``grace_period``
+    seconds to finish, then are cancelled; every block not completed is reported as
+    cancelled, never dropped.
+
+    It bounds how many blocks run at once (``workers``), not how fast they go: combine it
+    with a :class:`RateLimiter` for bandwidth, and :class:`OperationLimits` for limits
+    per kind of operation.
+    """
+
+    def __init__(self, workers: int, *, grace_period: float = 10.0) -> None:
+        self._workers = _check_int(workers, "workers", 1)
+        self._grace = _check_seconds(grace_period, "grace_period")
+        self._ready: dict[int, deque[_Run[Any]]] = {}
+        self._runs: list[_Run[Any]] = []
+        self._idle: deque[anyio.Event] = deque()
+        self._busy = 0
+        self._task_group: TaskGroup | None = None
+        self._closing = False
+        self._threads = anyio.CapacityLimiter(workers)
+
+    @property
+    def workers(self) -> int:
+        """How many blocks run at once, at most."""
+        return self._workers
+
+    async def __aenter__(self) -> ItemBlockWorkerPool:
+        if self._task_group is not None or self._closing:
+            raise RuntimeError("an ItemBlockWorkerPool can be entered only once")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        for _ in range(self._workers):
+            task_group.start_soon(self._worker)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._task_group is not None
+        self._closing = True
+        with anyio.CancelScope(shield=True):
+            start = anyio.current_time()
+            with anyio.move_on_after(self._grace):
+                for run in list(self._runs):
+                    await run.done.wait()
+            waited = anyio.current_time() - start
+            leftover = [run for run in self._runs if not run.done.is_set()]
+            if leftover:
+                blocks = sum(len(r.in_flight) + len(r.pending) for r in leftover)
+                logger.warning(
+                    "pool stopping: cancelling %d unfinished blocks after waiting %.3g s",
+                    blocks,
+                    waited,
+                )
+                for run in leftover:
+                    run.stop()
+                for run in leftover:
+                    await run.done.wait()
+            elif self._runs:
+                logger.info("pool stopping: in-flight blocks finished in %.3g s", waited)
+            while self._idle:
+                self._idle.popleft().set()
+        return await self._task_group.__aexit__(exc_type, exc, tb)
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot: workers, busy workers, queued blocks, runs in progress."""
+        return PoolStatistics(
+            workers=self._workers,
+            busy=self._busy,
+            queued_blocks=sum(len(r.pending) for r in self._runs),
+            runs=len(self._runs),
+        )
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def _take(self) -> tuple[_Run[Any], int] | None:
+        """The next block: highest priority first, round-robin between runs."""
+        for priority in sorted(self._ready, reverse=True):
+            queue = self._ready[priority]
+            while queue:
+                run = queue.popleft()
+                if not run.pending:
+                    continue
+                index = run.pending.popleft()
+                if run.pending:
+                    queue.append(run)
+                return run, index
+            del self._ready[priority]
+        return None
+
+    async def _worker(self) -> None:
+        while True:
+            job = self._take()
+            if job is None:
+                if self._closing:
+                    return
+                event = anyio.Event()
+                self._idle.append(event)
+                await event.wait()
+                continue
+            run, index = job
+            self._busy += 1
+            try:
+                await self._execute(run, index)
+            finally:
+                self._busy -= 1
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(
+        self,
+        blocks: Iterable[ItemBlock[T]],
+        process: Callable[[T], Any],
+        *,
+        pre_hook: Callable[[ItemBlock[T]], Any] | None = None,
+        post_hook: Callable[[ItemBlock[T]], Any] | None = None,
+        key: Callable[[T], Hashable] | None = None,
+        additional_concurrency: int = 1,
+        fail_fast: bool = False,
+        on_error: Callable[[ItemError], Any] | None = None,
+        on_progress: Callable[[RunProgress], Any] | None = None,
+        progress_interval: float = 1.0,
+        priority: int = 0,
+    ) -> RunResult:
+        """
+        Process ``blocks`` on the pool's workers and return what became of each one.
+
+        ``process(item)`` (async, or sync to run in a worker thread) handles one item and
+        may return additional items, which are processed (at most
+        ``additional_concurrency`` at once, recursively) before the item counts as done;
+        their errors are kept under their parent. ``pre_hook(block)`` runs before a
+        block's items and ``post_hook(block)`` after them when the pre hook succeeded,
+        even if items failed; a failed pre hook fails the block and skips its items.
+        ``key(item)`` is an item's identity: with it, an item is processed at most once
+        per run, whichever block or parent it comes from. ``fail_fast=True`` cancels the
+        rest of the run at the first error. ``on_error(item_error)`` is called as each
+        error happens, ``on_progress(progress)`` at most every ``progress_interval``
+        seconds and once at the end (both sync). ``priority``: higher runs are served
+        first when several share the pool.
+        """
+        if self._task_group is None or self._closing:
+            raise RuntimeError("the pool is not running: use 'async with ItemBlockWorkerPool(...)'")
+        block_list = list(blocks) if not isinstance(blocks, ItemBlock) else None
+        if block_list is None:
+            raise TypeError("blocks must be an iterable of ItemBlocks, not one ItemBlock")
+        for i, block in enumerate(block_list):
+            if not isinstance(block, ItemBlock):
+                raise TypeError(f"blocks[{i}] must be an ItemBlock, got {type(block).__name__}")
+        if not callable(process):
+            raise TypeError(f"process must be callable, got {process!r}")
+        for name, value in (
+            ("pre_hook", pre_hook),
+            ("post_hook", post_hook),
+            ("key", key),
+            ("on_error", on_error),
+            ("on_progress", on_progress),
+        ):
+            _check_callable(value, name)
+        run: _Run[T] = _Run(
+            block_list,
+            process,
+            pre_hook=pre_hook,
+            post_hook=post_hook,
+            key=key,
+            additional_concurrency=_check_int(additional_concurrency, "additional_concurrency", 1),
+            fail_fast=bool(fail_fast),
+            on_error=on_error,
+            on_progress=on_progress,
+            progress_interval=_check_seconds(progress_interval, "progress_interval"),
+            priority=_check_int(priority, "priority", -(2**63)),
+            started=anyio.current_time(),
+        )
+        self._runs.append(run)
+        try:
+            if run.pending:
+                self._ready.setdefault(run.priority, deque()).append(run)
+                for _ in range(min(len(run.pending), len(self._idle))):
+                    self._idle.popleft().set()
+            await run.done.wait()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                run.stop()
+                await run.done.wait()
+            raise
+        finally:
+            self._runs.remove(run)
+        now = anyio.current_time()
+        run.progress(now, final=True)
+        results = tuple(r for r in run.results if r is not None)
+        return RunResult(blocks=results, duration=now - run.started)
+
+    async def _call(self, run: _Run[Any], func: Callable[[Any], Any], arg: Any) -> Any:
+        is_async = run.process_is_async if func is run.process else _is_async(func)
+        if is_async:
+            return await func(arg)
+        result = await anyio.to_thread.run_sync(func, arg, limiter=self._threads)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _record(
+        self,
+        run: _Run[Any],
+        errors: list[ItemError],
+        block: ItemBlock[Any],
+        error: Exception,
+        *,
+        item: Any = None,
+        parent: Any = None,
+        phase: Phase = "item",
+    ) -> None:
+        record = ItemError(item=item, error=error, block=block, parent=parent, phase=phase)
+        errors.append(record)
+        run.errors += 1
+        logger.warning("block %s: %s", block, record, exc_info=error)
+        if run.on_error is not None:
+            try:
+                run.on_error(record)
+            except Exception:
+                logger.exception("on_error raised; the error it was given is kept")
+        if run.fail_fast and not run.stopping:
+            run.stop()
+
+    async def _item(
+        self,
+        run: _Run[Any],
+        block: ItemBlock[Any],
+        item: Any,
+        parent: Any,
+        errors: list[ItemError],
+        done: list[int],
+    ) -> bool:
+        """Process one item and its additional items; whether all of them succeeded."""
+        try:
+            returned = await self._call(run, run.process, item)
+        except Exception as e:
+            self._record(run, errors, block, e, item=item, parent=parent)
+            return False
+        run.items_done += 1
+        done[0] += 1
+        if returned is None:
+            return True
+        try:
+            additional = [a for a in returned if run.claim(a)]
+        except TypeError as e:
+            self._record(run, errors, block, e, item=item, parent=parent)
+            return False
+        if not additional:
+            return True
+        ok = True
+        limiter = anyio.Semaphore(run.additional_concurrency)
+
+        async def one(extra: Any) -> None:
+            nonlocal ok
+            async with limiter:
+                if not await self._item(run, block, extra, item, errors, done):
+                    ok = False
+
+        async with anyio.create_task_group() as tg:
+            for extra in additional:
+                tg.start_soon(one, extra)
+        return ok
+
+    async def _execute(self, run: _Run[Any], index: int) -> None:
+        block = run.blocks[index]
+        errors: list[ItemError] = []
+        start = anyio.current_time()
+        done = [0]  # items (and additional items) of this block processed
+        status = BlockStatus.SUCCEEDED
+        with anyio.CancelScope() as scope:
+            run.in_flight[index] = scope
+            try:
+                todo = [item for item in block.items if run.claim(item)]
+                if not todo:
+                    status = BlockStatus.SKIPPED
+                else:
+                    pre_ok = True
+                    if run.pre_hook is not None:
+                        try:
+                            await self._call(run, run.pre_hook, block)
+                        except Exception as e:
+                            self._record(run, errors, block, e, phase="pre_hook")
+                            pre_ok = False
+                    if pre_ok:
+                        for item in todo:
+                            await self._item(run, block, item, None, errors, done)
+                        if run.post_hook is not None:
+                            try:
+                                await self._call(run, run.post_hook, block)
+                            except Exception as e:
+                                self._record(run, errors, block, e, phase="post_hook")
+            finally:
+                del run.in_flight[index]
+        if errors:
+            status = BlockStatus.FAILED  # even if cancelled afterwards: its errors say more
+        elif scope.cancelled_caught:
+            status = BlockStatus.CANCELLED
+        now = anyio.current_time()
+        run.finish(
+            index,
+            BlockResult(
+                block=block,
+                status=status,
+                errors=tuple(errors),
+                duration=now - start,
+                items_done=done[0],
+            ),
+        )
+        run.progress(now)

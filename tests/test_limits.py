@@ -1,0 +1,171 @@
+"""OperationLimits: per kind, per key and in total, with priority, live changes, no leaks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from throttlekit import OperationLimits
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    def __init__(self, limits: OperationLimits) -> None:
+        self.limits = limits
+        self.active: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.order: list[str] = []
+
+    async def op(self, kind: str, name: str, *, key: Any = None, priority: int = 0) -> None:
+        async with self.limits.slot(kind, key=key, priority=priority):
+            self.order.append(name)
+            self.active[kind] = self.active.get(kind, 0) + 1
+            self.peak[kind] = max(self.peak.get(kind, 0), self.active[kind])
+            await anyio.sleep(1)
+            self.active[kind] -= 1
+
+
+async def test_restores_sequential_backups_parallel() -> None:
+    """Restores (limit 1) run one at a time while backups share the total."""
+    limits = OperationLimits(total=4, per_kind={"restore": 1})
+    rec = Recorder(limits)
+    t0 = anyio.current_time()
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            tg.start_soon(rec.op, "restore", f"r{i}")
+        for i in range(3):
+            tg.start_soon(rec.op, "backup", f"b{i}")
+    assert rec.peak == {"restore": 1, "backup": 3}
+    assert anyio.current_time() - t0 == 3.0
+    assert limits.statistics().in_use == 0
+
+
+async def test_per_key_limits_operations_on_one_vm() -> None:
+    """Two operations on one VM never overlap; other VMs are not held up."""
+    limits = OperationLimits(per_key=1)
+    rec = Recorder(limits)
+    t0 = anyio.current_time()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: rec.op("backup", "vm1-a", key="vm1"))
+        tg.start_soon(lambda: rec.op("delete", "vm1-b", key="vm1"))
+        tg.start_soon(lambda: rec.op("backup", "vm2", key="vm2"))
+    assert anyio.current_time() - t0 == 2.0  # the two vm1 operations one after the other
+    assert rec.order[-1] in ("vm1-a", "vm1-b")  # trio starts tasks in any order
+
+
+async def test_priority_then_first_come_first_served() -> None:
+    """Higher priority waiters go first; equal priorities in arrival order."""
+    limits = OperationLimits(total=1)
+    rec = Recorder(limits)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(rec.op, "backup", "running")
+        await anyio.sleep(0.1)
+        for name, priority in [("low1", 0), ("high1", 5), ("low2", 0), ("high2", 5)]:
+            tg.start_soon(lambda n=name, p=priority: rec.op("backup", n, priority=p))
+            await anyio.sleep(0.01)
+    assert rec.order == ["running", "high1", "high2", "low1", "low2"]
+
+
+async def test_a_blocked_kind_does_not_hold_up_others() -> None:
+    """A waiting restore (its kind full) does not block a backup that fits."""
+    limits = OperationLimits(total=3, per_kind={"restore": 1})
+    rec = Recorder(limits)
+    t0 = anyio.current_time()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(rec.op, "restore", "r0")
+        await anyio.sleep(0.1)
+        tg.start_soon(rec.op, "restore", "r1")
+        await anyio.sleep(0.1)
+        tg.start_soon(rec.op, "backup", "b0")
+        await anyio.sleep(0.1)
+        assert rec.order == ["r0", "b0"]
+    assert anyio.current_time() - t0 == 2.0
+
+
+async def test_growing_wakes_exactly_those_that_fit_and_shrinking_cancels_no_one() -> None:
+    """Raising total from 1 to 3 starts two waiters; lowering it keeps holders running."""
+    limits = OperationLimits(total=1)
+    rec = Recorder(limits)
+    async with anyio.create_task_group() as tg:
+        for i in range(5):
+            tg.start_soon(rec.op, "backup", f"b{i}")
+        await anyio.sleep(0.5)
+        assert limits.statistics().in_use == 1
+        limits.total = 3
+        await anyio.sleep(0)
+        assert limits.statistics().in_use == 3
+        assert limits.statistics().waiting == 2
+        limits.total = 1  # holders keep their slots
+        assert limits.statistics().in_use == 3
+    assert rec.peak["backup"] == 3
+
+
+async def test_kind_limits_change_live() -> None:
+    """set_kind_limit raises or removes one kind's limit while others wait."""
+    limits = OperationLimits(per_kind={"restore": 1})
+    rec = Recorder(limits)
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            tg.start_soon(rec.op, "restore", f"r{i}")
+        await anyio.sleep(0.5)
+        limits.set_kind_limit("restore", None)
+        await anyio.sleep(0)
+        assert limits.statistics().in_use == 3
+    assert limits.per_kind == {}
+
+
+async def test_cancelled_waiters_and_holders_leak_nothing() -> None:
+    """A waiter cancelled in line, or a holder cancelled inside, gives its slot back."""
+    limits = OperationLimits(total=1, per_key=1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: Recorder(limits).op("backup", "holder", key="vm"))
+        await anyio.sleep(0.1)
+        with anyio.move_on_after(0.2):
+            async with limits.slot("backup", key="vm"):
+                pytest.fail("should not get a slot")
+        assert limits.statistics().waiting == 0
+    with anyio.move_on_after(0.5):
+        async with limits.slot("backup", key="vm"):
+            await anyio.sleep(10)
+    stats = limits.statistics()
+    assert (stats.in_use, stats.waiting, dict(stats.in_use_per_kind)) == (0, 0, {})
+
+
+async def test_nowait_takes_a_free_slot_or_raises() -> None:
+    """slot_nowait takes a slot at once or raises WouldBlock, and never jumps the line."""
+    limits = OperationLimits(total=2, per_kind={"restore": 1})
+    with limits.slot_nowait("restore"):
+        with pytest.raises(anyio.WouldBlock), limits.slot_nowait("restore"):
+            pass
+        with limits.slot_nowait("backup"):
+            assert limits.statistics().in_use == 2
+    assert limits.statistics().in_use == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "fragment"),
+    [
+        ({"total": 0}, ValueError, "total must be >= 1"),
+        ({"per_kind": {"restore": 0}}, ValueError, r"per_kind\['restore'\] must be >= 1"),
+        ({"per_kind": [("restore", 1)]}, TypeError, "per_kind must be a mapping"),
+        ({"per_key": "1"}, TypeError, "per_key must be an int"),
+    ],
+)
+def test_bad_limits_are_named(kwargs: dict[str, Any], error: type, fragment: str) -> None:
+    """Every bad limit says which one and why."""
+    with pytest.raises(error, match=fragment):
+        OperationLimits(**kwargs)
+
+
+async def test_bad_slot_arguments() -> None:
+    """Kinds must be non-empty strings and keys hashable."""
+    limits = OperationLimits()
+    with pytest.raises(TypeError, match="kind must be a non-empty str"):
+        async with limits.slot(""):
+            pass
+    with pytest.raises(TypeError, match="key must be hashable"):
+        async with limits.slot("backup", key=["vm"]):
+            pass
