@@ -227,3 +227,64 @@ def test_progress_line_shows_total_and_rates() -> None:
     assert "/s avg" in line
     assert line.endswith("\n")
     assert [human_bytes(n) for n in (5, 2048, 10 * 2**20)] == ["5B", "2KiB", "10MiB"]
+
+
+# -- run -----------------------------------------------------------------------------------
+
+
+def throttlekit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "throttlekit", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux priorities")
+def test_run_lowers_priority_and_passes_the_exit_status() -> None:
+    """`throttlekit run` starts the command at the nice value and returns its status."""
+    script = "import os, sys; print(os.nice(0)); sys.exit(3)"
+    result = throttlekit("run", "--nice", "13", "--", sys.executable, "-c", script)
+    assert result.returncode == 3
+    assert result.stdout.strip() == "13"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+def test_run_with_a_cpu_cap_ends_with_the_command() -> None:
+    """With --cpu, the throttle stops when the command exits, and the status passes through."""
+    result = throttlekit("run", "--cpu", "50", "--", sys.executable, "-c", "print('done')")
+    assert (result.returncode, result.stdout.strip()) == (0, "done")
+
+
+def test_run_reports_death_by_signal_as_128_plus_n() -> None:
+    """A command killed by a signal gives 128 + the signal number, as shells do."""
+    result = throttlekit("run", "--", "sh", "-c", "kill -TERM $$")
+    assert result.returncode == 128 + 15
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run", "--", "no-such-command-here"], "command not found: no-such-command-here"),
+        (["run", "--ionice", "fast", "--", "true"], "invalid --ionice 'fast'"),
+        (["run", "--ionice", "idle:3", "--", "true"], "the idle class has no level"),
+        (["run", "--cpu", "0", "--", "true"], "invalid --cpu 0.0"),
+        (["run"], "no command given"),
+    ],
+)
+def test_run_bad_input_is_one_line(args: list[str], fragment: str) -> None:
+    """Bad options and missing commands are one error line and exit status 2."""
+    result = throttlekit(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("throttlekit: error: ")
+    assert fragment in result.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "resolve", "pipe", "run", "demo"])
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """--help works for every command (argparse help texts are format strings)."""
+    status, out, _ = run(capsys, command, "--help")
+    assert status == 0
+    assert "usage: throttlekit" in out

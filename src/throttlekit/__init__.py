@@ -19,6 +19,14 @@ from ._blocks import (
     RunResult,
     build_item_blocks,
 )
+from ._cpu import (
+    CpuGovernor,
+    CpuGovernorStatistics,
+    PrioritySettings,
+    available_cpus,
+    lower_priority,
+    throttle_process,
+)
 from ._errors import ConfigError, ConfigProblem, SelectorError, ThrottlekitError
 from ._limits import OperationLimits, OperationLimitsStatistics
 from ._policy import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRule
@@ -41,6 +49,8 @@ __all__ = [
     "ConcurrencyPolicy",
     "ConfigError",
     "ConfigProblem",
+    "CpuGovernor",
+    "CpuGovernorStatistics",
     "ItemBlock",
     "ItemBlockError",
     "ItemBlockWorkerPool",
@@ -51,6 +61,7 @@ __all__ = [
     "PolicyWatcher",
     "PolicyWatcherStatistics",
     "PoolStatistics",
+    "PrioritySettings",
     "Rate",
     "RateLimiter",
     "RateLimiterStatistics",
@@ -69,8 +80,11 @@ __all__ = [
     "ThrottlekitError",
     "UnitError",
     "VeleroNodeAgentConfig",
+    "available_cpus",
     "build_item_blocks",
+    "lower_priority",
     "throttle_chunks",
+    "throttle_process",
 ]
 
 

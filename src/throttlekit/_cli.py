@@ -21,6 +21,7 @@ from ._errors import ConfigError, ThrottlekitError
 from ._pipe import copy, parse_burst
 from ._policy import ConcurrencyPolicy, Resolution
 from ._ratelimit import RateLimiter
+from ._runcmd import run_command
 from ._selectors import _key_problem, _value_problem
 
 __all__ = ["main"]
@@ -237,6 +238,14 @@ def _cmd_pipe(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    command = list(args.command_line)
+    if command and command[0] == "--":
+        command = command[1:]
+    out.flush()
+    return run_command(command, cpu=args.cpu, nice=args.nice, ionice=args.ionice)
+
+
 def _indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line if line else line for line in text.splitlines())
 
@@ -299,6 +308,21 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--progress", action="store_true", help="show progress even if not a tty")
     show.add_argument("-q", "--quiet", action="store_true", help="never show progress")
     p.set_defaults(func=_cmd_pipe)
+
+    p = commands.add_parser(
+        "run",
+        help="run a command at lower priority and under a CPU cap",
+        description="Run COMMAND at lower CPU and I/O priority (nice 10, best-effort I/O by "
+        "default, as Avamar does) and, with --cpu, with its average CPU held at PERCENT of "
+        "one core. Its exit status is passed through and it is never left stopped.",
+    )
+    p.add_argument("--cpu", type=float, metavar="PERCENT", help="the most CPU, in %% of one core")
+    p.add_argument("--nice", type=int, metavar="N", help="the nice value (default 10)")
+    p.add_argument(
+        "--ionice", metavar="CLASS[:LEVEL]", help="idle, best-effort[:0-7] or realtime[:0-7]"
+    )
+    p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    p.set_defaults(func=_cmd_run)
 
     p = commands.add_parser("demo", help="a tour on built-in sample data")
     p.add_argument("--explain", action="store_true", help="explain every node's result")

@@ -1,0 +1,208 @@
+"""CPU: the governor on virtual clocks, duty-cycling real children, priorities, CPU counts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import throttlekit._cpu as cpu_module
+from throttlekit import (
+    CpuGovernor,
+    available_cpus,
+    lower_priority,
+)
+from throttlekit._cpu import _available_cpus, cpu_sleep
+from throttlekit.testing import ManualClock
+
+pytestmark = pytest.mark.anyio
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+
+
+@given(
+    cpu=st.floats(0, 100),
+    wall=st.floats(0, 100),
+    percent=st.floats(1, 800),
+)
+def test_cpu_sleep_brings_the_average_to_the_target(
+    cpu: float, wall: float, percent: float
+) -> None:
+    """After the advised sleep the average is at most the target, and exactly it if it slept."""
+    sleep = cpu_sleep(cpu, wall, percent)
+    assert sleep >= 0
+    if wall + sleep > 0:
+        average = 100 * cpu / (wall + sleep)
+        assert average <= percent * (1 + 1e-9) + 1e-9
+        if sleep > 0:
+            assert average == pytest.approx(percent)
+
+
+async def test_async_governor_holds_the_average_on_virtual_time() -> None:
+    """A loop that is all CPU, checkpointing after each 10 ms slice, averages 30%."""
+    used = ManualClock()
+    governor = CpuGovernor(30, clock=anyio.current_time, cpu_clock=used)
+    t0 = anyio.current_time()
+    while anyio.current_time() - t0 < 20:
+        used.advance(0.01)  # 10 ms of work...
+        await anyio.sleep(0.01)  # ...which also takes 10 ms of wall time
+        await governor.checkpoint()
+    stats = governor.statistics()
+    assert stats.average_percent == pytest.approx(30, abs=1)
+    assert stats.slept > 0
+    assert stats.checkpoints > 100
+
+
+async def test_governor_does_not_slow_a_loop_already_under_the_target() -> None:
+    """Work at 10% of one core with a 50% target never sleeps."""
+    used = ManualClock()
+    governor = CpuGovernor(50, clock=anyio.current_time, cpu_clock=used)
+    for _ in range(100):
+        used.advance(0.01)
+        await anyio.sleep(0.1)
+        await governor.checkpoint()
+    assert governor.statistics().slept == 0
+
+
+def test_blocking_governor_sleeps_the_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """checkpoint_blocking sleeps (here on a manual clock) just enough for the target."""
+    wall, used = ManualClock(), ManualClock()
+    monkeypatch.setattr(cpu_module.time, "sleep", wall.advance)
+    governor = CpuGovernor(25, window=2.0, clock=wall, cpu_clock=used)
+    governor.checkpoint_blocking()
+    for _ in range(200):
+        used.advance(0.01)
+        wall.advance(0.01)
+        governor.checkpoint_blocking()
+    assert governor.statistics().average_percent == pytest.approx(25, abs=1)
+
+
+def test_thread_scope_keeps_one_history_per_thread() -> None:
+    """With scope='thread', each thread is measured against its own readings."""
+    governor = CpuGovernor(50, scope="thread", clock=ManualClock(), cpu_clock=ManualClock())
+    governor.checkpoint_blocking()
+    thread = __import__("threading").Thread(target=governor.checkpoint_blocking)
+    thread.start()
+    thread.join()
+    assert len(governor._histories) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "fragment"),
+    [
+        ({"percent": 0}, ValueError, "percent must be > 0"),
+        ({"percent": "30"}, TypeError, "percent must be a number"),
+        ({"percent": 30, "window": 0}, ValueError, "window must be > 0"),
+        ({"percent": 30, "scope": "core"}, ValueError, "scope must be"),
+        ({"percent": 30, "clock": 1}, TypeError, "clock must be a function"),
+    ],
+)
+def test_bad_governor_arguments(kwargs: dict[str, object], error: type, fragment: str) -> None:
+    """Bad arguments name themselves."""
+    with pytest.raises(error, match=fragment):
+        CpuGovernor(**kwargs)  # type: ignore[arg-type]
+
+
+# -- priorities, in a subprocess so the test runner keeps its own -------------------------
+
+PRIORITY_SCRIPT = """
+import json, os, threading, time
+import throttlekit
+ready = threading.Event()
+def idle():
+    ready.set(); time.sleep(5)
+t = threading.Thread(target=idle, daemon=True); t.start(); ready.wait()
+before = throttlekit.lower_priority(**json.loads(os.environ["ARGS"]))
+nices = {}
+for tid in os.listdir("/proc/self/task"):
+    fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+    nices[tid] = int(fields[16])
+print(json.dumps({"before": [before.nice, before.io_class, before.io_level,
+                             list(before.unsupported)],
+                  "nices": sorted(set(nices.values())), "threads": len(nices),
+                  "after": [throttlekit._cpu._current_priority().io_class,
+                            throttlekit._cpu._current_priority().io_level]}))
+"""
+
+
+def run_priority(**kwargs: object) -> dict[str, object]:
+    env = {**__import__("os").environ, "ARGS": json.dumps(kwargs)}
+    out = subprocess.run(
+        [sys.executable, "-c", PRIORITY_SCRIPT], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+@linux_only
+def test_lower_priority_sets_every_thread_and_reports_before() -> None:
+    """nice 10 and best-effort level 6 (Avamar's defaults) apply to every thread."""
+    result = run_priority()
+    assert result["threads"] == 2
+    assert result["nices"] == [10]
+    before = result["before"]
+    assert isinstance(before, list)
+    if "io_priority" not in before[3]:
+        assert result["after"] == ["best-effort", 6]
+
+
+@linux_only
+def test_lower_priority_idle_io_class() -> None:
+    """io_class='idle' has no level."""
+    result = run_priority(nice=15, io_class="idle")
+    assert result["nices"] == [15]
+    if "io_priority" not in result["before"][3]:  # type: ignore[index]
+        assert result["after"] == ["idle", None]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"nice": 40}, "nice must be between -20 and 19"),
+        ({"io_class": "fast"}, "io_class must be one of"),
+        ({"io_level": 9}, "io_level must be an int from 0 to 7"),
+    ],
+)
+def test_lower_priority_checks_arguments(kwargs: dict[str, object], fragment: str) -> None:
+    """Bad settings are refused before anything changes."""
+    with pytest.raises(ValueError, match=fragment):
+        lower_priority(**kwargs)  # type: ignore[arg-type]
+
+
+# -- available CPUs ---------------------------------------------------------------------------
+
+
+def test_cgroup_v2_quota_caps_the_affinity(tmp_path: Path) -> None:
+    """cpu.max '150000 100000' is 1.5 CPUs; the smallest quota up the tree wins."""
+    leaf = tmp_path / "kubepods" / "pod1"
+    leaf.mkdir(parents=True)
+    (tmp_path / "kubepods" / "cpu.max").write_text("400000 100000\n")
+    (leaf / "cpu.max").write_text("150000 100000\n")
+    assert _available_cpus(8, "0::/kubepods/pod1\n", tmp_path) == 1.5
+    (leaf / "cpu.max").write_text("max 100000\n")
+    assert _available_cpus(8, "0::/kubepods/pod1\n", tmp_path) == 4.0
+    assert _available_cpus(2, "0::/kubepods/pod1\n", tmp_path) == 2.0
+
+
+def test_cgroup_v1_quota(tmp_path: Path) -> None:
+    """v1 cfs_quota_us / cfs_period_us, and -1 meaning no quota."""
+    d = tmp_path / "cpu,cpuacct" / "docker" / "abc"
+    d.mkdir(parents=True)
+    (d / "cpu.cfs_quota_us").write_text("50000\n")
+    (d / "cpu.cfs_period_us").write_text("100000\n")
+    text = "4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n"
+    assert _available_cpus(4, text, tmp_path) == 0.5
+    (d / "cpu.cfs_quota_us").write_text("-1\n")
+    assert _available_cpus(4, text, tmp_path) == 4.0
+
+
+def test_available_cpus_on_this_machine() -> None:
+    """A positive number no larger than the affinity mask."""
+    cpus = available_cpus()
+    assert 0 < cpus <= len(__import__("os").sched_getaffinity(0))
