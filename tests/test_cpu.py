@@ -54,7 +54,7 @@ async def test_async_governor_holds_the_average_on_virtual_time() -> None:
         await anyio.sleep(0.01)  # ...which also takes 10 ms of wall time
         await governor.checkpoint()
     stats = governor.statistics()
-    assert stats.average_percent == pytest.approx(30, abs=1)
+    assert stats.average_percent == pytest.approx(30, abs=0.2)
     assert stats.slept > 0
     assert stats.checkpoints > 100
 
@@ -80,7 +80,7 @@ def test_blocking_governor_sleeps_the_thread(monkeypatch: pytest.MonkeyPatch) ->
         used.advance(0.01)
         wall.advance(0.01)
         governor.checkpoint_blocking()
-    assert governor.statistics().average_percent == pytest.approx(25, abs=1)
+    assert governor.statistics().average_percent == pytest.approx(25, abs=0.3)
 
 
 def test_thread_scope_keeps_one_history_per_thread() -> None:

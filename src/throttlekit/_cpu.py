@@ -113,11 +113,17 @@ class _History:
 
     def advise(self, wall: float, cpu: float, window: float, percent: float) -> float:
         readings = self.readings
-        readings.append((wall, cpu))
-        while len(readings) > 2 and wall - readings[1][0] >= window:
-            readings.popleft()  # keep one reading at or before the window's start
-        wall0, cpu0 = readings[0]
-        return cpu_sleep(max(0.0, cpu - cpu0), max(0.0, wall - wall0), percent)
+        delay = 0.0
+        if readings:
+            while len(readings) > 1 and wall - readings[1][0] >= window:
+                readings.popleft()  # keep one reading at or before the window's start
+            wall0, cpu0 = readings[0]
+            delay = cpu_sleep(max(0.0, cpu - cpu0), max(0.0, wall - wall0), percent)
+        # Stamped at the end of the sleep it asks for: a window then always starts after a
+        # sleep, so it counts as many sleeps as pieces of work (no sleep is lost when the
+        # window moves on).
+        readings.append((wall + delay, cpu))
+        return delay
 
 
 @final
