@@ -140,13 +140,47 @@ def test_resolve_with_unusable_config_is_one_line(
     assert "not usable: not valid JSON" in err
 
 
-def test_demo_shows_the_resolver_at_work(capsys: pytest.CaptureFixture[str]) -> None:
-    """The demo resolves the sample cluster and shows strict validation of a broken copy."""
-    status, out, _ = run(capsys, "demo")
+def test_demo_runs_the_main_job(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo resolves concurrency, backs up the sample cluster and reports, errors included."""
+    status, out, _ = run(capsys, "demo", "--scale", "0.02", "--site-rate", "400MiB/s")
     assert status == 0
     assert "node4  1            rule" in out
+    assert "Report (measured in this run):" in out
+    assert "Errors (1), none dropped" in out
+    assert "One or more additional items for pvc/data-node2-app0-0 failed" in out
+    assert "restores, one at a time:" in out
     assert "3 problems:" in out
     assert "did you mean globalConfig?" in out
+
+
+def test_demo_json_report_adds_up(capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints one document whose per-node figures add up to the totals."""
+    status, out, _ = run(
+        capsys, "demo", "--json", "--scale", "0.02", "--site-rate", "400MiB/s", "--seed", "3"
+    )
+    assert status == 0
+    report = json.loads(out)
+    assert report["concurrency"] == {"node1": 3, "node2": 5, "node3": 8, "node4": 1, "node5": 2}
+    assert [n["concurrency"] for n in report["nodes"]] == [3, 5, 8, 1, 2]
+    restored = report["total_bytes"] - sum(n["bytes"] for n in report["nodes"])
+    assert restored >= 0  # the restores' bytes are charged to the site only via node1
+    assert report["error_count"] == 1
+    assert sum(n["failed"] for n in report["nodes"]) == 1
+    assert all(n["succeeded"] + n["failed"] + n["skipped"] == n["blocks"] for n in report["nodes"])
+    assert report["site_limit_per_second"] == 400 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [(["--scale", "0"], "--scale must be above 0"), (["--site-rate", "fast"], "invalid rate")],
+)
+def test_demo_bad_options(
+    capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
+) -> None:
+    """Bad demo options are one error line."""
+    status, _, err = run(capsys, "demo", *args)
+    assert status == 2
+    assert fragment in err
 
 
 def test_python_dash_m_works() -> None:
