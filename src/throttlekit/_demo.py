@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 import anyio
@@ -238,7 +238,7 @@ class _Demo:
 def run_demo(
     options: DemoOptions,
     policy: ConcurrencyPolicy,
-    nodes: list[tuple[str, Mapping[str, str]]],
+    nodes: Sequence[tuple[str, Mapping[str, str]]],
     out: TextIO,
 ) -> dict[str, Any]:
     """Run the simulation and print its report (or return it as data with ``json``)."""
@@ -285,7 +285,7 @@ def run_demo(
             result.raise_for_errors()
         except ItemBlockError as group:
             errors.extend(_messages(group))
-    report = {
+    report: dict[str, Any] = {
         "nodes": rows,
         "total_bytes": demo.bytes,
         "seconds": round(elapsed, 3),
