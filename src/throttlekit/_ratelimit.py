@@ -611,27 +611,43 @@ class RateLimiter:
         burst = self._bucket.burst
         return pieces(amount, burst) if amount > 0 else [0.0]
 
-    async def _wait_here(self, amount: float) -> None:
+    # The waiting loop, in steps shared by tasks and threads; only the sleep differs.
+
+    def _enter(self, amount: float, signal: _Signal) -> _Waiter:
         tree = self._tree
-        signal = _task_signal()
         with tree.lock:
-            now = tree.stamp(*tree.read())
-            w = self._join(amount, now, signal)
+            return self._join(amount, tree.stamp(*tree.read()), signal)
+
+    def _next_sleep(self, w: _Waiter, signal: _Signal) -> float | None:
+        """How long ``w`` sleeps next, or None once it is granted."""
+        tree = self._tree
+        with tree.lock:
+            if w.granted:
+                return None
+            signal.arm()
+            return w.wake_at - tree.stamp(*tree.read())
+
+    def _after_sleep(self, w: _Waiter) -> None:
+        tree = self._tree
+        with tree.lock:
+            fire = self._woken(w, tree.stamp(*tree.read()))
+        _fire(fire, skip=w)
+
+    def _abandon(self, w: _Waiter) -> None:
+        tree = self._tree
+        with tree.lock:
+            fire = self._leave(w, tree.stamp(*tree.read()))
+        _fire(fire, skip=w)
+
+    async def _wait_here(self, amount: float) -> None:
+        signal = _task_signal()
+        w = self._enter(amount, signal)
         try:
-            while True:
-                with tree.lock:
-                    if w.granted:
-                        return
-                    signal.arm()
-                    timeout = w.wake_at - tree.stamp(*tree.read())
+            while (timeout := self._next_sleep(w, signal)) is not None:
                 await signal.wait(timeout)
-                with tree.lock:
-                    fire = self._woken(w, tree.stamp(*tree.read()))
-                _fire(fire, skip=w)
+                self._after_sleep(w)
         except BaseException:
-            with tree.lock:
-                fire = self._leave(w, tree.stamp(*tree.read()))
-            _fire(fire, skip=w)
+            self._abandon(w)
             raise
 
     # -- threads and no waiting ---------------------------------------------------------
@@ -662,26 +678,14 @@ class RateLimiter:
                     raise
 
     def _wait_here_blocking(self, amount: float) -> None:
-        tree = self._tree
         signal = _ThreadSignal()
-        with tree.lock:
-            now = tree.stamp(*tree.read())
-            w = self._join(amount, now, signal)
+        w = self._enter(amount, signal)
         try:
-            while True:
-                with tree.lock:
-                    if w.granted:
-                        return
-                    signal.arm()
-                    timeout = w.wake_at - tree.stamp(*tree.read())
+            while (timeout := self._next_sleep(w, signal)) is not None:
                 signal.wait(timeout)
-                with tree.lock:
-                    fire = self._woken(w, tree.stamp(*tree.read()))
-                _fire(fire, skip=w)
+                self._after_sleep(w)
         except BaseException:  # KeyboardInterrupt in the waiting thread
-            with tree.lock:
-                fire = self._leave(w, tree.stamp(*tree.read()))
-            _fire(fire, skip=w)
+            self._abandon(w)
             raise
 
     def acquire_nowait(self, amount: float = 1) -> None:
