@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import anyio
 from attrs import define, field, frozen
 
-from ._blocks import ItemBlock, ItemBlockError, RunResult, build_item_blocks
+from ._blocks import ItemBlock, ItemBlockError, RunProgress, RunResult, build_item_blocks
 from ._limits import OperationLimits
 from ._pipe import human_bytes
 from ._policy import ConcurrencyPolicy
@@ -47,9 +47,10 @@ class _Item:
     kind: str
     name: str
     node: str
-    size: int = 0
-    related: tuple[str, ...] = ()
-    extras: tuple[str, ...] = ()
+    metadata: int = 4096  # bytes of the object itself
+    volume: int = 0  # bytes of volume data (PVCs): moved by their snapshot
+    claims: tuple[str, ...] = ()  # a pod's PVCs: its related items
+    extras: tuple[str, ...] = ()  # returned as additional items
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.name}"
@@ -76,17 +77,17 @@ def _inventory(nodes: list[str], scale: float, rng: random.Random) -> dict[str, 
             pvcs = []
             for v in range(rng.randint(1, 2)):
                 pvc = f"data-{app}-{v}"
-                size = max(_CHUNK // 4, int(rng.uniform(6, 14) * MiB * scale))
+                volume = max(_CHUNK // 4, int(rng.uniform(6, 14) * MiB * scale))
                 pvcs.append(pvc)
-                items.append(_Item(kind="pvc", name=pvc, node=node, size=size, related=(pvc,)))
-                items.append(_Item(kind="pv", name=f"pv-{pvc}", node=node, size=4096))
+                items.append(_Item(kind="pvc", name=pvc, node=node, volume=volume))
+                items.append(_Item(kind="pv", name=f"pv-{pvc}", node=node))
             items.append(
                 _Item(
                     kind="pod",
                     name=f"{app}-0",
                     node=node,
-                    size=65536,
-                    related=tuple(pvcs),
+                    metadata=65536,
+                    claims=tuple(pvcs),
                     extras=(f"configmap/{shared_cm}", f"serviceaccount/{node}-backup"),
                 )
             )
@@ -114,8 +115,10 @@ class _Demo:
         # one snapshot of one volume times out: the aggregated error shows it under its PVC
         victims = [i for i in self.inventory[self.node_names[1 % len(nodes)]] if i.kind == "pvc"]
         self.failing = f"snapshot/{victims[0].name}" if victims else ""
-        self.total_blocks = 0
-        self.blocks_done = 0
+        self.node_blocks = {name: self.blocks(name) for name in self.node_names}
+        self.total_blocks = sum(len(b) for b in self.node_blocks.values())
+        self.blocks_done_per_node = dict.fromkeys(self.node_names, 0)
+        self.restore_bytes = 0
         self.errors = 0
         self.bytes = 0
         self.started = 0.0
@@ -126,7 +129,7 @@ class _Demo:
 
         def related(item: _Item) -> list[_Item]:
             if item.kind == "pod":
-                return [by_claim[c] for c in item.related]
+                return [by_claim[c] for c in item.claims]
             if item.kind == "pvc":
                 return [self.by_name[f"pv/pv-{item.name}"]]
             return []
@@ -136,14 +139,15 @@ class _Demo:
         return build_item_blocks(ordered, related=related, key=str, name=lambda i: str(i))
 
     async def transfer(self, node: str, size: int) -> None:
-        limiter = self.limiters[node]
-        tally = self.tally[node]
+        await self._move(self.limiters[node], size)
+        self.tally[node].bytes += size
+
+    async def _move(self, limiter: RateLimiter, size: int) -> None:
         left = size
         while left > 0:
             piece = min(_CHUNK, left)
             await limiter.acquire(piece)
             left -= piece
-            tally.bytes += piece
             self.bytes += piece
 
     async def process(self, node: str, item: _Item | str) -> list[Any] | None:
@@ -153,11 +157,11 @@ class _Demo:
                 await anyio.sleep(0.05)  # ask the CSI driver
                 if item == self.failing:
                     raise TimeoutError("CSI snapshot not ready after 10m (simulated)")
-                await self.transfer(node, self.by_name[f"pvc/{name}"].size)
+                await self.transfer(node, self.by_name[f"pvc/{name}"].volume)
             else:
                 await self.transfer(node, 8192)
             return None
-        await self.transfer(node, item.size if item.kind != "pvc" else 16384)
+        await self.transfer(node, item.metadata)
         if item.kind == "pod":
             return list(item.extras)
         if item.kind == "pvc":
@@ -166,7 +170,7 @@ class _Demo:
 
     async def back_up_node(self, node: str) -> None:
         tally = self.tally[node]
-        blocks = self.blocks(node)
+        blocks = self.node_blocks[node]
         tally.blocks = len(blocks)
         tally.started = time.monotonic()
 
@@ -176,24 +180,26 @@ class _Demo:
         async def process(item: Any) -> Any:
             return await self.process(node, item)
 
-        async def post_hook(block: ItemBlock[_Item]) -> None:
-            self.blocks_done += 1
+        def on_progress(progress: RunProgress) -> None:
+            self.blocks_done_per_node[node] = progress.blocks_done
 
         async with ItemBlockWorkerPool(workers=tally.concurrency) as pool:
             tally.result = await pool.run(
                 blocks,
                 process,
                 key=str,
-                post_hook=post_hook,
                 additional_concurrency=2,
                 on_error=on_error,
+                on_progress=on_progress,
+                progress_interval=0,
             )
         tally.finished = time.monotonic()
 
     async def restore(self, limits: OperationLimits, name: str, size: int, log: list[str]) -> None:
         async with limits.slot("restore", key=name):
             start = time.monotonic() - self.started
-            await self.transfer(self.node_names[0], size)
+            await self._move(self.site, size)  # restores share the site's bandwidth
+            self.restore_bytes += size
             log.append(f"{name}: {start:5.1f}s -> {time.monotonic() - self.started:5.1f}s")
 
     async def progress(self, out: TextIO, live: bool) -> None:
@@ -207,7 +213,8 @@ class _Demo:
         line = (
             f"  {elapsed:5.1f}s  {human_bytes(self.bytes):>8} moved  "
             f"{human_bytes(self.bytes / elapsed):>8}/s  "
-            f"blocks {self.blocks_done}/{self.total_blocks}  errors {self.errors}"
+            f"blocks {sum(self.blocks_done_per_node.values())}/{self.total_blocks}  "
+            f"errors {self.errors}"
         )
         if live:
             out.write("\r" + line + ("\n" if end else ""))
@@ -216,7 +223,6 @@ class _Demo:
         out.flush()
 
     async def run(self, out: TextIO, live: bool) -> list[str]:
-        self.total_blocks = sum(len(self.blocks(n)) for n in self.node_names)
         self.started = time.monotonic()
         restores: list[str] = []
         limits = OperationLimits(per_kind={"restore": 1})
@@ -245,7 +251,7 @@ def run_demo(
     demo = _Demo(options, policy, nodes)
     live = not options.json and out.isatty()
     if not options.json:
-        total = sum(i.size for items in demo.inventory.values() for i in items)
+        total = sum(i.volume for items in demo.inventory.values() for i in items)
         out.write(
             f"\nBacking up {sum(len(v) for v in demo.inventory.values())} items "
             f"({human_bytes(total)} of volume data) from {len(demo.node_names)} nodes: one "
@@ -288,6 +294,7 @@ def run_demo(
     report: dict[str, Any] = {
         "nodes": rows,
         "total_bytes": demo.bytes,
+        "restore_bytes": demo.restore_bytes,
         "seconds": round(elapsed, 3),
         "rate_per_second": demo.bytes / elapsed,
         "site_limit_per_second": options.site_rate.per_second,
@@ -325,7 +332,10 @@ def run_demo(
         f"({100 * report['rate_per_second'] / options.site_rate.per_second:.0f}%; "
         "the per-node limits add up to more, the site limit holds)\n"
     )
-    out.write("  restores, one at a time: " + "; ".join(restores) + "\n")
+    out.write(
+        f"  restores ({human_bytes(demo.restore_bytes)} through the site limit), one at a "
+        "time: " + "; ".join(restores) + "\n"
+    )
     out.write(f"\nErrors ({error_count}), none dropped, grouped by block and parent item:\n")
     for message in errors:
         out.write(f"  {message}\n")
