@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from throttlekit import Rate, Rule, RuledPolicy, ThrottlekitError, UnitError
+from throttlekit._units import parse_size
 
 
 @pytest.mark.parametrize(
@@ -165,3 +166,19 @@ def test_rates_as_ruled_policy_values() -> None:
     )
     assert policy.resolve({"zone": "edge", "tier": "bulk"}).value == Rate.parse("5MB/s")
     assert str(policy.resolve({}).value) == "50MiB/s"
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("64KiB", 65536), ("1MB", 1e6), ("512kbit", 64000), ("10M", 10 * 2**20), ("100", 100)],
+)
+def test_sizes_use_the_rate_units_without_time(text: str, size: float) -> None:
+    """parse_size reads the same units as rates, in bytes."""
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["64KiB/s", "10Mbps", "10mb", "lots", "-5"])
+def test_sizes_refuse_rates_and_unknown_units(text: str) -> None:
+    """A rate, an unknown unit or a negative number is not a size."""
+    with pytest.raises(UnitError, match="invalid size"):
+        parse_size(text)

@@ -16,7 +16,7 @@ from typing import BinaryIO, Final, TextIO
 
 from ._ratelimit import RateLimiter
 from ._streams import ThrottledWriter
-from ._units import Rate, UnitError
+from ._units import UnitError, parse_size
 
 __all__ = ["copy", "human_bytes", "parse_burst"]
 
@@ -31,18 +31,16 @@ def parse_burst(text: str) -> float | timedelta:
     if m is not None:
         number = float(m[1])
         return timedelta(milliseconds=number) if m[2] == "ms" else timedelta(seconds=number)
-    if "/" in text:
-        raise UnitError(f"invalid burst {text!r}: a size or a duration, not a rate")
     try:
-        size = Rate.parse(text + "/s")
+        size = parse_size(text)
     except UnitError as e:
         raise UnitError(
             f"invalid burst {text!r}: expected a size such as '64KiB' or '1MB', or a "
             f"duration such as '0.5s' or '250ms'"
         ) from e
-    if size.per_second <= 0:
+    if size <= 0:
         raise UnitError(f"invalid burst {text!r}: it must be more than zero")
-    return size.per_second
+    return size
 
 
 def human_bytes(n: float) -> str:

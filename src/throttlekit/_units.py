@@ -81,6 +81,27 @@ def check_rate_number(value: object, name: str) -> float:
     return float(value)
 
 
+def parse_size(text: str) -> float:
+    """
+    An amount of data in bytes, with the same units as rates but no time: ``"64KiB"``,
+    ``"1MB"``, ``"512kbit"``, ``"10M"`` (binary, as in rclone). A bare number is bytes.
+    """
+    m = _RATE_RE.fullmatch(text)
+    if m is None or m["per"] is not None or (m["unit"] or "B") in _BPS_UNITS:
+        raise UnitError(
+            f"invalid size {text!r}: expected a number and an optional unit such as 64KiB, "
+            "1MB, 512kbit or 10M, with no '/s'"
+        )
+    unit = m["unit"] or "B"
+    scale = _BYTE_UNITS.get(unit, _BIT_UNITS.get(unit))
+    if scale is None:
+        raise UnitError(f"invalid size {text!r}: unknown unit {unit!r}")
+    size = float(m["number"]) * scale
+    if not math.isfinite(size):
+        raise UnitError(f"invalid size {text!r}: the number is too large")
+    return size
+
+
 def _unit_error(text: object, why: str) -> UnitError:
     return UnitError(f"invalid rate {text!r}: {why}; expected {_ACCEPTED}")
 
