@@ -373,6 +373,10 @@ async def test_bad_run_arguments() -> None:
             await pool.run([ItemBlock(["a"]), "b"], print)  # type: ignore[list-item]
         with pytest.raises(ValueError, match="additional_concurrency must be >= 1"):
             await pool.run(blocks_of(["a"]), print, additional_concurrency=0)
+        with pytest.raises(TypeError, match="not one ItemBlock"):
+            await pool.run(ItemBlock(["a"]), print)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="priority must be an int"):
+            await pool.run(blocks_of(["a"]), print, priority="high")  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="on_error must be callable"):
             await pool.run(blocks_of(["a"]), print, on_error=5)  # type: ignore[arg-type]
 

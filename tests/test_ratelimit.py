@@ -484,3 +484,17 @@ def test_granted_never_exceeds_rate_times_window_plus_burst(
     for stamp, amount in grants:
         total += amount
         assert total <= rate * (stamp - t0) + burst + 1e-6
+
+
+async def test_zero_amount_passes_but_keeps_its_place_in_line() -> None:
+    """acquire(0) charges nothing; while others wait, it waits its turn behind them."""
+    limiter = RateLimiter(10, burst=10)
+    t0 = now()
+    await limiter.acquire(0)
+    assert now() == t0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(limiter.acquire, 10)
+        await anyio.sleep(0.1)
+        await limiter.acquire(0)
+        assert now() - t0 == pytest.approx(1.0)
+    assert limiter.statistics().total_granted == 10

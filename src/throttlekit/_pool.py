@@ -47,6 +47,12 @@ def _check_int(value: object, name: str, minimum: int) -> int:
     return value
 
 
+def _check_priority(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"priority must be an int (higher runs first), got {value!r}")
+    return value
+
+
 def _check_seconds(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
@@ -335,9 +341,9 @@ class ItemBlockWorkerPool:
         """
         if self._task_group is None or self._closing:
             raise RuntimeError("the pool is not running: use 'async with ItemBlockWorkerPool(...)'")
-        block_list = list(blocks) if not isinstance(blocks, ItemBlock) else None
-        if block_list is None:
+        if isinstance(blocks, ItemBlock):
             raise TypeError("blocks must be an iterable of ItemBlocks, not one ItemBlock")
+        block_list = list(blocks)
         for i, block in enumerate(block_list):
             if not isinstance(block, ItemBlock):
                 raise TypeError(f"blocks[{i}] must be an ItemBlock, got {type(block).__name__}")
@@ -362,7 +368,7 @@ class ItemBlockWorkerPool:
             on_error=on_error,
             on_progress=on_progress,
             progress_interval=_check_seconds(progress_interval, "progress_interval"),
-            priority=_check_int(priority, "priority", -(2**63)),
+            priority=_check_priority(priority),
             started=anyio.current_time(),
         )
         self._runs.append(run)

@@ -608,8 +608,7 @@ class RateLimiter:
                     raise
 
     def _pieces(self, amount: float) -> list[float]:
-        burst = self._bucket.burst
-        return pieces(amount, burst) if amount > 0 else [0.0]
+        return pieces(amount, self._bucket.burst)
 
     # The waiting loop, in steps shared by tasks and threads; only the sleep differs.
 
