@@ -368,7 +368,10 @@ class RateLimiter:
         self._tree: _Tree
         if parent is not None:
             if clock is not None and clock is not parent._tree.clock:
-                raise ValueError("clock: a child limiter must use its parent's clock")
+                raise ValueError(
+                    "clock: a child limiter must use its parent's clock; leave clock= out "
+                    "and it will"
+                )
             self._tree = parent._tree
         else:
             self._tree = _Tree(clock)
