@@ -331,7 +331,11 @@ def test_rule_number_at_velero_ceiling_is_skipped(number: int) -> None:
             "not valid JSON",
         ),
         (b"\xff\xfe", "", "not UTF-8"),
-        ('{"loadConcurrency": {"globalConfig": NaN}}', "", "NaN is not valid JSON"),
+        (
+            '{"loadConcurrency": {"globalConfig": NaN}}',
+            "loadConcurrency.globalConfig",
+            "NaN is not valid JSON",
+        ),
     ],
 )
 def test_structural_problems_raise_in_both_modes(doc: Any, path: str, fragment: str) -> None:

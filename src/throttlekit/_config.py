@@ -15,12 +15,22 @@ To read those documents *exactly* as Velero does, this module reproduces its rul
 The conversion is done by a cattrs converter with detailed validation, so *every*
 structural problem is collected, each with a JSONPath-like location such as
 ``loadConcurrency.perNodeConfig[1].number``.
+
+Before any of that, a document must be JSON data at all, and the checks here make sure
+that *any* input, however odd, ends as a :class:`ConfigError` and never as another
+exception: nesting deeper than :data:`MAX_DEPTH` (in text or in an already-decoded
+mapping, cycles included), ``NaN``/``Infinity`` tokens, numbers no 64-bit value can hold
+(``1e400``, a 5,000-digit integer), values that are not JSON at all (a ``set``, an
+``object()``), invalid UTF-8. Duplicate keys are not errors (the last one wins, as in Go)
+but are reported as notes, like unknown keys.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, TypeVar, get_args, get_origin
@@ -33,10 +43,14 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from ._errors import ConfigError, ConfigProblem
 
 __all__ = [
+    "MAX_DEPTH",
     "JsonModel",
+    "decode_json_text",
     "describe",
+    "internal_field",
     "json_field",
     "key_problems",
+    "load_json_document",
     "parse_json_text",
     "read_json_document",
     "structure",
@@ -46,8 +60,23 @@ __all__ = [
 T = TypeVar("T")
 
 _JSON_NAME: Final = "throttlekit.json_name"
+_INTERNAL: Final = "throttlekit.internal"
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
+
+#: How deeply objects and lists may nest in a document (the top-level object is level 1).
+#: Velero's own sections need six levels; the limit keeps decoding, comparing and writing
+#: a document back far from Python's recursion limit, whatever the caller's stack depth
+#: (Go's ``encoding/json`` has a limit too, 10,000).
+MAX_DEPTH: Final = 100
+#: A JSON number must fit in a 64-bit float (what Go reads an untyped number into); an
+#: integer of more bits is refused, whatever Python could hold.
+_MAX_INT_BITS: Final = 1024
+#: Integer literals longer than this are refused before Python converts them (the
+#: conversion is quadratic, and refused past 4,300 digits from Python 3.11 on).
+_MAX_INT_DIGITS: Final = 400
+#: At most this many "not JSON data" problems are listed; the rest are counted.
+_MAX_LISTED: Final = 100
 
 
 def json_field(name: str, **kwargs: Any) -> Any:
@@ -69,6 +98,15 @@ class JsonModel:
     spelled: dict[str, str] = attrs.field(factory=dict, repr=False, eq=False)
 
 
+def internal_field(**kwargs: Any) -> Any:
+    """A model field that is not part of the JSON document (left out both ways)."""
+    return attrs.field(metadata={_INTERNAL: True}, eq=False, repr=False, **kwargs)
+
+
+def _internal_names(cls: type) -> list[str]:
+    return [f.name for f in attrs.fields(cls) if f.metadata.get(_INTERNAL)]
+
+
 def _is_model(cls: Any) -> bool:
     return isinstance(cls, type) and issubclass(cls, JsonModel)
 
@@ -82,7 +120,7 @@ def _json_names(cls: type) -> dict[str, str]:
 
 
 def describe(value: object) -> str:
-    """A short, human description of a JSON value for error messages."""
+    """A short, human description of a JSON value for error messages (never raises)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -91,14 +129,16 @@ def describe(value: object) -> str:
         shown = value if len(value) <= 40 else value[:37] + "..."
         return f"the string {shown!r}"
     if isinstance(value, int):
-        return f"the integer {value}"
+        if value.bit_length() > 128:  # str() of a huge int is slow, and refused past 4,300 digits
+            return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+        return f"the integer {int(value)}"
     if isinstance(value, float):
-        return f"the number {value!r}"
+        return f"the number {float(value)!r}"
     if isinstance(value, list | tuple):
         return "a list"
     if isinstance(value, Mapping):
         return "an object"
-    return f"a {type(value).__name__}"
+    return f"a value of type {type(value).__name__}"
 
 
 # -- strict scalar hooks (Go semantics) ----------------------------------------------
@@ -110,7 +150,7 @@ def _structure_int(value: object, _: type) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {describe(value)}")
     if not _INT64_MIN <= value <= _INT64_MAX:
-        raise ValueError(f"the integer {value} does not fit in 64 bits")
+        raise ValueError(f"{describe(value)} does not fit in 64 bits")
     return value
 
 
@@ -193,6 +233,7 @@ def _model_structure_hook(conv: cattrs.Converter, cls: type[T]) -> Callable[[Any
     overrides = {attr: override(rename=name) for attr, name in names.items()}
     overrides["extra"] = override(rename="\0extra")
     overrides["spelled"] = override(rename="\0spelled")
+    overrides.update((attr, override(omit=True)) for attr in _internal_names(cls))
     inner = make_dict_structure_fn(cls, conv, **overrides)  # type: ignore[arg-type]
 
     def structure(value: Any, _: Any) -> T:
@@ -227,6 +268,7 @@ def _model_unstructure_hook(
     overrides = {attr: override(rename=name, omit_if_default=True) for attr, name in names.items()}
     overrides["extra"] = override(omit=True)
     overrides["spelled"] = override(omit=True)
+    overrides.update((attr, override(omit=True)) for attr in _internal_names(cls))
     inner = make_dict_unstructure_fn(cls, conv, **overrides)  # type: ignore[arg-type]
 
     def unstructure(obj: JsonModel) -> dict[str, Any]:
@@ -371,31 +413,212 @@ def _error(path: str, message: str) -> ConfigError:
     return ConfigError([ConfigProblem(path=path, message=message)])
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
+@attrs.frozen
+class _NotJson:
+    """Stands in for a token that decodes but is not JSON data (NaN, 1e400), until the
+    check of the decoded tree reports it with its path."""
+
+    message: str
 
 
-def parse_json_text(text: str | bytes | bytearray, *, where: str = "") -> Any:
-    """Decode JSON text the strict way (no NaN/Infinity), as a :class:`ConfigError`."""
-    if isinstance(text, bytes | bytearray):
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _parse_constant(name: str) -> _NotJson:
+    return _NotJson(f"{name} is not valid JSON (JSON has no NaN or infinities)")
+
+
+def _parse_float(text: str) -> float | _NotJson:
+    value = float(text)
+    if math.isfinite(value):
+        return value
+    return _NotJson(f"the number {_shorten(text)} is out of range (no 64-bit number holds it)")
+
+
+def _parse_int(text: str) -> int | _NotJson:
+    digits = len(text.lstrip("-"))
+    if digits > _MAX_INT_DIGITS:
+        return _NotJson(
+            f"an integer of {digits} digits is out of range (no 64-bit number holds it)"
+        )
+    return int(text)
+
+
+# Strings are skipped (a bracket inside one does not nest); this is exactly how a JSON
+# reader pairs quotes, up to the first syntax error, which json.loads reports anyway.
+_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_STRING_OR_BRACKET: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+_BRACKET: Final = re.compile(r"[\[\]{}]")
+_NESTING_STEP: Final = {"[": 1, "{": 1, "]": -1, "}": -1}
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+
+
+def _too_deep_at(text: str) -> int | None:
+    """The offset of the first bracket nested deeper than MAX_DEPTH in ``text``, or None."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None  # the usual case: too few brackets to nest that deep
+    brackets = _BRACKET.findall(_STRING.sub("", text))
+    if max(itertools.accumulate(map(_NESTING_STEP.__getitem__, brackets)), default=0) <= MAX_DEPTH:
+        return None
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text):  # stops at the offending bracket
+        depth += _NESTING_STEP.get(match.group(), 0)
+        if depth > MAX_DEPTH:
+            return match.start()
+    return None  # pragma: no cover - the count above found one
+
+
+def _line_column(text: str, offset: int) -> str:
+    line = text.count("\n", 0, offset) + 1
+    return f"line {line}, column {offset - text.rfind(chr(10), 0, offset)}"
+
+
+def decode_json_text(
+    text: str | bytes | bytearray | memoryview, *, where: str = ""
+) -> tuple[Any, tuple[ConfigProblem, ...]]:
+    """
+    Decode JSON text the strict way, as Go does, and check that it is JSON data.
+
+    Returns the decoded value and *notes*: duplicate keys (the last one wins, as in Go),
+    with their paths. Everything else that is wrong raises :class:`ConfigError`: not
+    UTF-8, not JSON, ``NaN``/``Infinity``, numbers out of range, nesting deeper than
+    :data:`MAX_DEPTH`. A leading byte-order mark is skipped, in text as in bytes. ``where``
+    prefixes the path of problems that concern the text as a whole (syntax, encoding);
+    problems inside the document have paths relative to it.
+    """
+    if isinstance(text, bytes | bytearray | memoryview):
+        data = bytes(text)
+        bom = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
         try:
-            text = bytes(text).decode("utf-8-sig")
+            text = data[bom:].decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _error(where, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            message = f"not UTF-8 text ({exc.reason} at byte {bom + exc.start})"
+            raise _error(where, message) from None
+    text = text.removeprefix("\ufeff")
+    deep = _too_deep_at(text)
+    if deep is not None:
+        message = f"nested deeper than {MAX_DEPTH} levels ({_line_column(text, deep)})"
+        raise _error(where, message)
+    duplicates: dict[int, list[Any]] = {}
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) < len(items):
+            seen: set[str] = set()
+            repeated = [k for k, _ in items if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
+            duplicates[id(obj)] = list(dict.fromkeys(repeated))
+        return obj
+
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(
+            text,
+            parse_constant=_parse_constant,
+            parse_float=_parse_float,
+            parse_int=_parse_int,
+            object_pairs_hook=pairs,
+        )
     except json.JSONDecodeError as exc:
         message = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         raise _error(where, message) from None
-    except ValueError as exc:
-        raise _error(where, str(exc)) from None
+    except RecursionError:  # pragma: no cover - MAX_DEPTH keeps the decoder shallow
+        raise _error(where, "nested too deeply to decode") from None
+    notes = _check_json_data(value, duplicates)
+    return value, notes
 
 
-def _is_config_map(doc: Mapping[str, Any]) -> bool:
+def parse_json_text(text: str | bytes | bytearray | memoryview, *, where: str = "") -> Any:
+    """Decode JSON text the strict way (see :func:`decode_json_text`), without the notes."""
+    return decode_json_text(text, where=where)[0]
+
+
+def _key_path(path: str, key: object) -> str:
+    """``path.key``, or ``path["odd key"]`` / ``path[7]``, or a short repr for non-JSON keys."""
+    if isinstance(key, str):
+        return _join(path, _key_segment(key))
+    if isinstance(key, int) and not isinstance(key, bool):
+        return path + _index_segment(key)
+    return f"{path}[{_shorten(repr(key))}]"
+
+
+def _check_json_data(
+    root: object, duplicates: Mapping[int, list[Any]] | None = None
+) -> tuple[ConfigProblem, ...]:
+    """
+    Check that ``root`` is JSON data: objects with string keys (or integer keys, which a
+    mapping built in Python may carry and JSON writes as strings), lists, strings, finite
+    numbers that fit in 64 bits, booleans and null, nested at most :data:`MAX_DEPTH` deep.
+
+    Raises :class:`ConfigError` listing every problem (the first hundred) with its path;
+    returns notes for duplicate keys, found by :func:`decode_json_text`. Iterative, so
+    any depth and any cycle are fine.
+    """
+    problems: list[ConfigProblem] = []
+    unlisted = 0
+    notes: list[ConfigProblem] = []
+
+    def problem(path: str, message: str) -> None:
+        nonlocal unlisted
+        if len(problems) < _MAX_LISTED:
+            problems.append(ConfigProblem(path=path, message=message))
+        else:
+            unlisted += 1
+
+    stack: list[tuple[object, str, int]] = [(root, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if value is None or isinstance(value, bool | str):
+            continue
+        if isinstance(value, int):
+            if value.bit_length() > _MAX_INT_BITS:
+                problem(path, f"{describe(value)} is out of range (no 64-bit number holds it)")
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                problem(
+                    path, f"{describe(value)} is not valid JSON (JSON has no NaN or infinities)"
+                )
+            continue
+        if isinstance(value, _NotJson):
+            problem(path, value.message)
+            continue
+        if not isinstance(value, Mapping | list | tuple):
+            problem(path, f"{describe(value)} is not JSON data")
+            continue
+        if depth >= MAX_DEPTH:
+            problem(path, f"nested deeper than {MAX_DEPTH} levels")
+            continue
+        children: list[tuple[object, str, int]] = []
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if isinstance(key, bool) or not isinstance(key, str | int):
+                    message = f"a key must be a string, got {type(key).__name__}"
+                    problem(_key_path(path, key), message)
+                    continue
+                children.append((item, _key_path(path, key), depth + 1))
+            if duplicates:
+                for key in duplicates.get(id(value), ()):
+                    notes.append(
+                        ConfigProblem(
+                            path=_key_path(path, key),
+                            message="duplicate key; the last value is used, as Velero does",
+                        )
+                    )
+        else:
+            children.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        stack.extend(reversed(children))  # depth first, in document order
+    if unlisted:
+        problems.append(ConfigProblem(path="", message=f"and {unlisted} more problems like these"))
+    if problems:
+        raise ConfigError(problems)
+    return tuple(notes)
+
+
+def _is_config_map(doc: Mapping[Any, Any]) -> bool:
     return doc.get("kind") == "ConfigMap" or ("apiVersion" in doc and "data" in doc)
 
 
-def _config_map_payload(doc: Mapping[str, Any]) -> Any:
+def _config_map_payload(doc: Mapping[Any, Any]) -> tuple[Any, tuple[ConfigProblem, ...]]:
     """The decoded JSON inside a ConfigMap's single data key, as Velero reads it."""
     data = doc.get("data")
     if not isinstance(data, Mapping) or not data:
@@ -406,24 +629,42 @@ def _config_map_payload(doc: Mapping[str, Any]) -> Any:
             "data", f"the ConfigMap has {len(data)} keys ({keys}); Velero expects exactly one"
         )
     ((key, text),) = data.items()
-    where = f"data[{json.dumps(key)}]"
+    where = _key_path("data", key)
     if not isinstance(text, str):
         raise _error(where, f"expected JSON text, got {describe(text)}")
-    return parse_json_text(text, where=where)
+    return decode_json_text(text, where=where)
 
 
-def read_json_document(doc: Any) -> dict[str, Any]:
+def load_json_document(doc: Any) -> tuple[dict[str, Any], tuple[ConfigProblem, ...]]:
     """
-    Turn what a user hands us into the decoded configuration object.
+    Turn what a user hands us into the decoded configuration object, and notes about it.
 
     ``doc`` may be the object itself (a mapping), JSON text, bytes, or a whole Kubernetes
     ConfigMap (as ``kubectl get cm NAME -o json`` prints it) whose ``data`` holds exactly
     one key with the JSON text, which is how Velero's node agent reads it.
+
+    Anything that is not a usable JSON object raises :class:`ConfigError` (see
+    :func:`decode_json_text` for text; a mapping gets the same checks of depth, numbers
+    and value types), except an argument that is no kind of document at all (a ``set``,
+    a file object), which is a :class:`TypeError`. The notes are duplicate keys.
     """
-    if isinstance(doc, str | bytes | bytearray):
-        doc = parse_json_text(doc)
+    notes: tuple[ConfigProblem, ...] = ()
+    if isinstance(doc, str | bytes | bytearray | memoryview):
+        doc, notes = decode_json_text(doc)
+    elif isinstance(doc, Mapping):
+        _check_json_data(doc)
+    elif doc is not None and not isinstance(doc, bool | int | float | list | tuple):
+        raise TypeError(
+            "doc must be a mapping, JSON text or bytes (a node-agent configuration or a "
+            f"whole ConfigMap), got {type(doc).__name__}"
+        )
     if isinstance(doc, Mapping) and _is_config_map(doc):
-        doc = _config_map_payload(doc)
+        doc, notes = _config_map_payload(doc)
     if not isinstance(doc, Mapping):
         raise _error("", f"the configuration must be a JSON object, got {describe(doc)}")
-    return dict(doc)
+    return dict(doc), notes
+
+
+def read_json_document(doc: Any) -> dict[str, Any]:
+    """:func:`load_json_document` without the notes."""
+    return load_json_document(doc)[0]

@@ -14,13 +14,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from ._config import (
     JsonModel,
+    internal_field,
     json_field,
     key_problems,
-    read_json_document,
+    load_json_document,
     structure,
     unstructure,
 )
@@ -143,8 +144,11 @@ class VeleroNodeAgentConfig(JsonModel):
     object) and write it back with :meth:`to_dict` / :meth:`to_json`. Structural problems
     (not JSON, a string where a number belongs, a ConfigMap with two data keys) raise
     :class:`ConfigError` listing every problem, because they stop Velero's node agent
-    from starting too. Unknown or oddly spelled keys are not errors; they are listed in
-    :attr:`problems` and kept.
+    from starting too; so does anything that is not JSON data at all (nesting deeper than
+    100 levels, ``NaN``, ``1e400``, invalid UTF-8): whatever the input, loading either
+    succeeds or raises :class:`ConfigError`. Unknown or oddly spelled keys and duplicate
+    keys (the last one wins, as in Go) are not errors; they are listed in :attr:`problems`
+    and kept.
 
     >>> cfg = VeleroNodeAgentConfig.from_json('{"loadConcurrency": {"globalConfig": 2}, '
     ...                                       '"priorityClassName": "low"}')
@@ -167,16 +171,23 @@ class VeleroNodeAgentConfig(JsonModel):
     cache_pvc: CachePVCConfig | None = json_field("cachePVC")
     pod_labels: dict[str, str] | None = json_field("podLabels")
     pod_annotations: dict[str, str] | None = json_field("podAnnotations")
+    #: Problems the JSON text showed that the model cannot (duplicate keys).
+    decode_notes: tuple[ConfigProblem, ...] = internal_field(default=())
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any] | str | bytes) -> VeleroNodeAgentConfig:
         """Read a node-agent configuration; see the class docstring for what ``doc`` may be."""
-        return structure(read_json_document(doc), cls)
+        data, notes = load_json_document(doc)
+        config = structure(data, cls)
+        return evolve(config, decode_notes=notes) if notes else config
 
     @property
     def problems(self) -> tuple[ConfigProblem, ...]:
-        """Unknown keys and keys that matched only case-insensitively, with their paths."""
-        return tuple(key_problems(self))
+        """
+        Duplicate keys, unknown keys and keys that matched only case-insensitively, with
+        their paths.
+        """
+        return (*self.decode_notes, *key_problems(self))
 
     def to_dict(self) -> dict[str, Any]:
         """The document as plain JSON data: what was read, unknown keys included."""
