@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -229,6 +231,38 @@ def test_requirement_constructor_validates() -> None:
     """Requirements built directly are validated like parsed ones."""
     with pytest.raises(SelectorError, match="needs at least one value"):
         SelectorRequirement(key="a", operator="In", values=())
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "fragment"),
+    [
+        ({1: "x", "zz": 2}, "zz", "unknown key 'zz'"),
+        ({None: 1}, "None", "unknown key None"),
+        ({"matchExpressions": [{"key": "a", 7: 1, "x": 2}]}, "matchExpressions[0]", "'x'"),
+    ],
+)
+def test_from_dict_with_keys_that_are_not_strings(spec: Any, path: str, fragment: str) -> None:
+    """A mapping built in Python may mix key types: still a SelectorError, not a TypeError."""
+    with pytest.raises(SelectorError) as info:
+        LabelSelector.from_dict(spec)
+    assert info.value.path == path
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "error", "fragment"),
+    [
+        ("abc", TypeError, "values must be a sequence of strings, not the string 'abc'"),
+        ([1, "a"], SelectorError, "label value must be a string, got int"),
+        ([["x"]], SelectorError, "label value must be a string, got list"),
+    ],
+)
+def test_requirement_values_of_the_wrong_type(
+    values: Any, error: type[Exception], fragment: str
+) -> None:
+    """Values that are not strings are named, never a '<' or 'unhashable' TypeError."""
+    with pytest.raises(error, match=fragment):
+        SelectorRequirement(key="a", operator="In", values=values)
 
 
 # -- properties -------------------------------------------------------------------------

@@ -121,7 +121,17 @@ def _satisfies(checks: tuple[_Check, ...], labels: Mapping[str, str]) -> bool:
 
 
 def _sorted_values(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted(set(values)))
+    if isinstance(values, str):  # tuple("abc") would quietly be three values
+        raise TypeError(f"values must be a sequence of strings, not the string {values!r}")
+    values = tuple(values)
+    if all(isinstance(v, str) for v in values):
+        return tuple(sorted(set(values)))
+    return values  # left for the validation to name the value that is not a string
+
+
+def _by_name(keys: Iterable[object]) -> list[object]:
+    """Keys in a stable order even when some are not strings (a mapping built in Python)."""
+    return sorted(keys, key=lambda key: (not isinstance(key, str), repr(key)))
 
 
 @frozen(kw_only=True, order=False)
@@ -267,7 +277,7 @@ class LabelSelector:
             return cls()
         if not isinstance(spec, Mapping):
             raise SelectorError(f"a label selector must be an object, got {type(spec).__name__}")
-        unknown = sorted(set(spec) - {"matchLabels", "matchExpressions"})
+        unknown = _by_name(set(spec) - {"matchLabels", "matchExpressions"})
         if unknown:
             raise SelectorError(
                 f"unknown key {unknown[0]!r} (a label selector has matchLabels and "
@@ -292,7 +302,7 @@ class LabelSelector:
             path = f"matchExpressions[{i}]"
             if not isinstance(expr, Mapping):
                 raise SelectorError("must be an object with key, operator, values", path=path)
-            extra = sorted(set(expr) - {"key", "operator", "values"})
+            extra = _by_name(set(expr) - {"key", "operator", "values"})
             if extra:
                 raise SelectorError(
                     f"unknown key {extra[0]!r} (an expression has key, operator and values)",
@@ -379,6 +389,7 @@ _TOKEN_RE: Final = re.compile(
     )""",
     re.VERBOSE,
 )
+_BLANK_RE: Final = re.compile(r"\s*\Z")
 
 
 class _Parser:
@@ -389,7 +400,7 @@ class _Parser:
         self.tokens: list[tuple[str, str, int]] = []  # (kind, text, position)
         pos = 0
         while pos < len(text):
-            if text[pos:].strip() == "":
+            if _BLANK_RE.match(text, pos):  # only spaces left (matched in place: no copy)
                 break
             m = _TOKEN_RE.match(text, pos)
             if m is None:  # pragma: no cover - the pattern accepts every non-space run
