@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import datetime, time, timedelta, timezone, tzinfo
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -30,7 +30,7 @@ _DAY_NAMES: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _ENTRY_RE: Final = re.compile(
     r"(?:(?P<day>[A-Za-z]{3})-)?(?P<hour>\d{1,2}):(?P<minute>\d{2}),(?P<rate>.+)"
 )
-_WEEK: Final = 7 * 24 * 60
+_MICROSECOND: Final = timedelta(microseconds=1)
 _FORM: Final = (
     "space-separated entries '[Day-]HH:MM,RATE' (Day is Mon..Sun; without a day the entry "
     "applies every day), for example 'Mon-08:00,512KiB/s 12:00,10MiB/s 18:00,off'"
@@ -119,12 +119,32 @@ class Schedule:
     each boundary, re-timing waiters, rather than polling. ``tz`` is a :class:`tzinfo`, a
     zone name such as ``"Europe/Paris"``, or ``None`` for the machine's local time (with its
     daylight-saving changes). A schedule is a value: it holds no clock and no state.
+
+    **Daylight saving.** A boundary takes effect at the first instant at which the zone's
+    wall clock reads its time or later. So a boundary whose time does not exist that day
+    (the spring gap: 02:30 in Paris on the last Sunday of March) takes effect when the
+    clocks jump past it (at 03:00 CEST, the first instant after the gap); several
+    boundaries in one gap take effect together, the last one's rate winning (and one at
+    the time the clocks jump to, such as 03:00, beats them all). A boundary whose time
+    occurs twice (the autumn fold) takes effect at its first occurrence only; while the
+    clock repeats that hour, the rate in force stays what it was when the hour was first
+    left. With these rules :meth:`next_change` is always later than the time asked, and
+    :meth:`rate_at` is constant up to it and changes exactly at it, in any zone.
+
+    >>> s = Schedule.parse("02:30,1MiB/s 05:00,off", tz="Europe/Paris")
+    >>> s.next_change(datetime(2026, 3, 29, 0, 0, tzinfo=s.tz))   # 02:30 does not exist
+    datetime.datetime(2026, 3, 29, 3, 0, tzinfo=zoneinfo.ZoneInfo(key='Europe/Paris'))
+
+    Results are in the schedule's zone. Compare them with ``<``/``>``, or convert to UTC
+    before ``==`` and arithmetic: Python adds a timedelta to a zoned datetime on the wall
+    clock, and ``==`` across zones is always false for a time in the fold (PEP 495).
     """
 
     entries: tuple[_Entry, ...] = field()
     tz: tzinfo | None = field(default=None, converter=_resolve_tz)
     # (minute of the week, rate) sorted, one per boundary
     _points: tuple[tuple[int, Rate], ...] = field(init=False, repr=False, eq=False)
+    _constant: bool = field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.entries:
@@ -138,6 +158,7 @@ class Schedule:
             if entry.day is not None:
                 points[entry.day * 1440 + entry.minute] = entry.rate
         object.__setattr__(self, "_points", tuple(sorted(points.items())))
+        object.__setattr__(self, "_constant", len(set(points.values())) == 1)
 
     @classmethod
     def parse(cls, text: str, *, tz: tzinfo | str | None = None) -> Schedule:
@@ -169,40 +190,119 @@ class Schedule:
     def __str__(self) -> str:
         return " ".join(str(e) for e in self.entries)
 
-    def _local(self, when: datetime) -> datetime:
+    def _instant_utc(self, when: datetime) -> datetime:
         if not isinstance(when, datetime):
             raise TypeError(f"when must be a datetime, got {type(when).__name__}")
-        if when.tzinfo is None:
+        if when.tzinfo is None or when.utcoffset() is None:
             raise ValueError("when must be timezone-aware (naive datetimes are ambiguous)")
-        return when.astimezone(self.tz) if self.tz is not None else when.astimezone()
+        try:
+            instant = when.astimezone(timezone.utc)
+            self._wall(instant)
+        except OverflowError:
+            raise ValueError(
+                f"when: {when} has no wall time in the schedule's time zone within the "
+                "years 1 to 9999"
+            ) from None
+        return instant
 
-    def _index(self, local: datetime) -> int:
-        minute = local.weekday() * 1440 + local.hour * 60 + local.minute
-        return bisect.bisect_right(self._points, minute, key=_minute) - 1  # -1: the last point
+    def _wall(self, instant: datetime) -> datetime:
+        """The (naive) wall-clock reading in the schedule's zone at ``instant``."""
+        local = instant.astimezone(self.tz) if self.tz is not None else instant.astimezone()
+        return local.replace(tzinfo=None, fold=0)
+
+    def _candidate(self, wall: datetime, fold: int) -> datetime:
+        """The instant PEP 495 gives for a wall time and fold (in a gap: a guess to refine)."""
+        if self.tz is None:
+            return wall.replace(fold=fold).astimezone(timezone.utc)  # local time, via mktime
+        return wall.replace(tzinfo=self.tz, fold=fold).astimezone(timezone.utc)
+
+    def _takes_effect(self, wall: datetime) -> datetime:
+        """
+        The first instant at which the wall clock reads ``wall`` or later.
+
+        That is ``wall`` itself when it exists once; its first occurrence when the clocks
+        go back and it occurs twice (the fold); and the instant the clocks jump forward
+        past it when it does not exist (the gap).
+        """
+        first, second = self._candidate(wall, 0), self._candidate(wall, 1)
+        lo, hi = min(first, second), max(first, second)
+        if self._wall(lo) == wall:
+            return lo  # exists: the earlier of its occurrences
+        if self._wall(hi) == wall:
+            return hi  # pragma: no cover - a tzinfo whose folds are the other way round
+        # In a gap: the wall clock is before ``wall`` at ``lo`` and past it at ``hi``;
+        # find the jump to the microsecond (about 32 steps for an hour).
+        if not self._wall(lo) < wall <= self._wall(hi):
+            return hi  # pragma: no cover - a tzinfo that does not follow PEP 495
+        below, above = 0, (hi - lo) // _MICROSECOND
+        while above - below > 1:
+            middle = (below + above) // 2
+            if self._wall(lo + middle * _MICROSECOND) >= wall:
+                above = middle
+            else:
+                below = middle
+        return lo + above * _MICROSECOND
+
+    def _boundary(self, index: int, monday: datetime) -> tuple[datetime, Rate]:
+        """Boundary ``index`` counted from the week starting at ``monday`` (wall time):
+        the instant it takes effect and its rate. Raises OverflowError past year 9999."""
+        weeks, i = divmod(index, len(self._points))
+        minute, rate = self._points[i]
+        return self._takes_effect(monday + timedelta(weeks=weeks, minutes=minute)), rate
+
+    def _in_force(self, instant: datetime) -> tuple[int, datetime]:
+        """The index of the boundary in force at ``instant``, and the Monday it counts from."""
+        wall = self._wall(instant)
+        monday = datetime.combine(wall.date() - timedelta(days=wall.weekday()), time())
+        minute = wall.weekday() * 1440 + wall.hour * 60 + wall.minute
+        index = bisect.bisect_right(self._points, minute, key=_minute) - 1  # -1: last week's
+        # After the clocks went back, the wall clock reads times it has read before: the
+        # boundaries up to the latest reading have taken effect already (once, the first
+        # time), so move past every boundary whose moment is not after ``instant``.
+        while True:
+            try:
+                moment, _ = self._boundary(index + 1, monday)
+            except OverflowError:
+                break
+            if moment > instant:
+                break
+            index += 1
+        return index, monday
 
     def rate_at(self, when: datetime) -> Rate:
         """The rate in force at ``when`` (a timezone-aware datetime)."""
-        return self._points[self._index(self._local(when))][1]
+        index, _ = self._in_force(self._instant_utc(when))
+        return self._points[index % len(self._points)][1]
 
     def next_change(self, when: datetime) -> datetime | None:
-        """The first boundary after ``when`` where the rate changes; ``None`` if constant."""
-        local = self._local(when)
-        if len({rate for _, rate in self._points}) == 1:
+        """
+        The first moment after ``when`` at which the rate changes, in the schedule's zone;
+        ``None`` if the rate never changes.
+
+        Always later than ``when``; :meth:`rate_at` gives the same rate from ``when`` up
+        to (not including) this moment, and another rate at it. Boundaries whose moments
+        coincide (several in one daylight-saving gap) count as one change, the last
+        boundary's rate winning.
+        """
+        instant = self._instant_utc(when)
+        if self._constant:
             return None
-        here = self._index(local)
-        current = self._points[here][1]
-        week_start = datetime.combine(
-            (local - timedelta(days=local.weekday())).date(), time(), tzinfo=local.tzinfo
-        )
-        n = len(self._points)
-        for step in range(1, n + 1):
-            i = here + step
-            minute, rate = self._points[i % n]
-            if rate == current:
-                continue
-            weeks = i // n  # here == -1: before the week's first point
-            naive = week_start.replace(tzinfo=None) + timedelta(minutes=minute + weeks * _WEEK)
-            if self.tz is None:
-                return naive.astimezone()  # local wall time, with its own UTC offset
-            return naive.replace(tzinfo=self.tz)
-        return None  # pragma: no cover - the constant case returned above
+        index, monday = self._in_force(instant)
+        current = self._points[index % len(self._points)][1]
+        try:
+            moment, rate = self._boundary(index + 1, monday)
+            # Every real zone shows another rate within a week and a gap; the bound only
+            # guards against a tzinfo that never lets two boundaries apart.
+            for later in range(index + 2, index + 2 + 60 * len(self._points)):
+                following, following_rate = self._boundary(later, monday)
+                if following == moment:  # the same moment (a gap): the later boundary wins
+                    rate = following_rate
+                    continue
+                if rate != current:
+                    return (
+                        moment.astimezone(self.tz) if self.tz is not None else moment.astimezone()
+                    )
+                moment, rate = following, following_rate
+        except OverflowError:
+            return None  # the next change would be after the year 9999
+        return None  # pragma: no cover - see the bound above
