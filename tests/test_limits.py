@@ -135,13 +135,48 @@ async def test_cancelled_waiters_and_holders_leak_nothing() -> None:
 
 
 async def test_nowait_takes_a_free_slot_or_raises() -> None:
-    """slot_nowait takes a slot at once or raises WouldBlock, and never jumps the line."""
+    """slot_nowait takes a slot at once or raises WouldBlock."""
     limits = OperationLimits(total=2, per_kind={"restore": 1})
     with limits.slot_nowait("restore"):
         with pytest.raises(anyio.WouldBlock), limits.slot_nowait("restore"):
             pass
         with limits.slot_nowait("backup"):
             assert limits.statistics().in_use == 2
+    assert limits.statistics().in_use == 0
+
+
+@pytest.mark.parametrize(
+    ("held", "nowait"),
+    [
+        # The waiting restore of vm1 waits for vm1 (held by a backup). A restore of vm2
+        # would fit now, but would take the one restore slot the waiter is queued for.
+        (("backup", "vm1"), ("restore", "vm2")),
+        # The waiting restore of vm1 waits for the restore slot (held for vm2). A backup
+        # of vm1 would fit now, but would take vm1 from under the waiter.
+        (("restore", "vm2"), ("backup", "vm1")),
+    ],
+    ids=["same-kind", "same-key"],
+)
+async def test_nowait_never_jumps_the_line(held: tuple[str, str], nowait: tuple[str, str]) -> None:
+    """slot_nowait refuses a free slot that a queued waiter needs; the waiter gets it."""
+    limits = OperationLimits(total=3, per_kind={"restore": 1}, per_key=1)
+    order: list[str] = []
+
+    async def restore_vm1() -> None:
+        async with limits.slot("restore", key="vm1"):
+            order.append("waiter")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg, limits.slot(held[0], key=held[1]):
+            tg.start_soon(restore_vm1)
+            await anyio.sleep(1)
+            assert limits.statistics().waiting == 1
+            with pytest.raises(anyio.WouldBlock), limits.slot_nowait(*nowait):
+                order.append("jumped the line")
+            with limits.slot_nowait("delete", key="vm3"):  # what nobody waits for
+                assert limits.statistics().in_use == 2
+            order.append("released")
+    assert order == ["released", "waiter"]
     assert limits.statistics().in_use == 0
 
 

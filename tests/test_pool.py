@@ -336,6 +336,69 @@ async def test_leaving_the_pool_cancels_after_the_grace_period(
     assert any("after waiting 5 s" in r.getMessage() for r in caplog.records)
 
 
+async def test_leaving_the_pool_starts_no_new_block() -> None:
+    """On exit, queued blocks are reported cancelled at once; only in-flight ones finish."""
+    started: list[str] = []
+    results: list[Any] = []
+
+    async def process(item: str) -> None:
+        started.append(item)
+        await anyio.sleep(2)
+
+    t0 = anyio.current_time()
+    with anyio.fail_after(100):
+        async with (
+            anyio.create_task_group() as tg,
+            ItemBlockWorkerPool(workers=1, grace_period=10) as pool,
+        ):
+
+            async def go() -> None:
+                results.append(await pool.run(blocks_of(["running"], ["queued"]), process))
+
+            tg.start_soon(go)
+            await anyio.sleep(0.5)
+    assert anyio.current_time() - t0 == 2.0
+    assert started == ["running"]
+    (result,) = results
+    assert [b.status for b in result.blocks] == [BlockStatus.SUCCEEDED, BlockStatus.CANCELLED]
+
+
+async def test_a_cancelled_scope_around_the_pool_gives_the_grace_period() -> None:
+    """
+    A scope around the pool cancelled: a run awaited elsewhere gets every block back,
+    in-flight ones after finishing or after the grace period, queued ones cancelled.
+    """
+    results: list[Any] = []
+
+    async def process(item: str) -> None:
+        await anyio.sleep(2 if item == "quick" else 100)
+
+    t0 = anyio.current_time()
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tg:
+            pool = ItemBlockWorkerPool(workers=2, grace_period=5)
+            finished = anyio.Event()
+
+            async def host(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                with anyio.move_on_after(1) as scope:
+                    async with pool:
+                        task_status.started()
+                        await finished.wait()
+                assert scope.cancelled_caught
+
+            await tg.start(host)
+            results.append(await pool.run(blocks_of(["quick"], ["slow"], ["queued"]), process))
+            finished.set()
+    assert anyio.current_time() - t0 == 6.0  # cancelled at 1, then 5 s of grace
+    (result,) = results
+    assert [b.status for b in result.blocks] == [
+        BlockStatus.SUCCEEDED,
+        BlockStatus.CANCELLED,
+        BlockStatus.CANCELLED,
+    ]
+    assert [b.items_done for b in result.blocks] == [1, 0, 0]
+
+
 async def test_statistics_show_busy_workers_and_queue() -> None:
     """statistics() reports workers, busy workers, queued blocks and runs."""
 

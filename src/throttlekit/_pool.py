@@ -13,6 +13,7 @@ import functools
 import inspect
 import logging
 import math
+import sys
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from types import TracebackType
@@ -30,7 +31,11 @@ from ._blocks import (
     Phase,
     RunProgress,
     RunResult,
+    _describe,
 )
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["ItemBlockWorkerPool", "PoolStatistics"]
 
@@ -128,11 +133,23 @@ class _Run(Generic[T]):
             self.done.set()
 
     def claim(self, item: T) -> bool:
-        """Whether ``item`` is still to be processed in this run (atomic: no await)."""
+        """
+        Whether ``item`` is still to be processed in this run (atomic: no await).
+
+        Raises what ``key`` raises, and a TypeError naming the item when its key is not
+        hashable.
+        """
         if self.key is None:
             return True
         k = self.key(item)
-        if k in self.claimed:
+        try:
+            seen = k in self.claimed
+        except TypeError as e:
+            raise TypeError(
+                f"key({_describe(item)}) returned an unhashable {type(k).__name__}; "
+                "key must return something hashable (a name, a UID)"
+            ) from e
+        if seen:
             return False
         self.claimed.add(k)
         return True
@@ -146,6 +163,10 @@ class _Run(Generic[T]):
             self.done.set()
 
     def progress(self, now: float, *, final: bool = False) -> None:
+        """
+        Call ``on_progress`` if its interval has passed (or ``final``). An Exception it
+        raises is logged; a BaseException propagates to the caller.
+        """
         if self.on_progress is None:
             return
         if not final and now - self.last_progress < self.progress_interval:
@@ -195,10 +216,19 @@ class ItemBlockWorkerPool:
     The pool is an async context manager that owns its workers in a task group; each
     :meth:`run` queues its blocks and returns a :class:`RunResult` when all are done.
     Several runs may share one pool: workers take blocks round-robin between runs, highest
-    ``priority`` first. Cancelling the task awaiting a run cancels that run only. Leaving
-    the context stops the pool: no new runs, in-flight blocks get ``grace_period``
-    seconds to finish, then are cancelled; every block not completed is reported as
-    cancelled, never dropped.
+    ``priority`` first. Cancelling the task awaiting a run cancels that run's blocks at
+    once, and no one else's.
+
+    The pool ends the same way whatever ends it: leaving its context, a cancelled scope
+    around it, or a ``BaseException`` (``KeyboardInterrupt``, ``SystemExit``, ...) raised
+    by one of your callables. No block starts any more and queued ones are reported
+    cancelled; blocks in flight get ``grace_period`` seconds to finish, then are
+    cancelled; every block of every run is reported exactly once. Then what ended it
+    propagates, as from an anyio task group: a cancellation goes on to its scope, and
+    BaseExceptions raised by callables leave the ``async with`` in a
+    ``BaseExceptionGroup`` (``except* KeyboardInterrupt``), after the pool has cleaned up.
+    An ``Exception`` raised by ``process`` or a hook is not fatal: it is recorded as that
+    item's :class:`ItemError` and the run goes on.
 
     It bounds how many blocks run at once (``workers``), not how fast they go: combine it
     with a :class:`RateLimiter` for bandwidth, and :class:`OperationLimits` for limits
@@ -213,7 +243,10 @@ class ItemBlockWorkerPool:
         self._idle: deque[anyio.Event] = deque()
         self._busy = 0
         self._task_group: TaskGroup | None = None
-        self._closing = False
+        self._closing = False  # the context is being left: no new runs
+        self._stopping = False  # no new blocks (closing, or a callable raised a BaseException)
+        self._failures: list[BaseException] = []  # BaseExceptions raised by callables
+        self._watching = anyio.CancelScope()  # see _watch
         self._threads = anyio.CapacityLimiter(workers)
 
     @property
@@ -227,9 +260,22 @@ class ItemBlockWorkerPool:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        task_group.start_soon(self._watch)
         for _ in range(self._workers):
             task_group.start_soon(self._worker)
         return self
+
+    async def _watch(self) -> None:
+        """
+        Notice that the pool's scope is cancelled (a scope around it, or a failure): then
+        no new block starts. Blocks run shielded, only the pool cancels them, so that
+        blocks in flight get the grace period; workers do not notice it themselves.
+        """
+        try:
+            with self._watching:
+                await anyio.sleep_forever()
+        finally:
+            self._stopping = True
 
     async def __aexit__(
         self,
@@ -238,30 +284,72 @@ class ItemBlockWorkerPool:
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._task_group is not None
-        self._closing = True
-        with anyio.CancelScope(shield=True):
-            start = anyio.current_time()
-            with anyio.move_on_after(self._grace):
-                for run in list(self._runs):
-                    await run.done.wait()
-            waited = anyio.current_time() - start
-            leftover = [run for run in self._runs if not run.done.is_set()]
-            if leftover:
-                blocks = sum(len(r.in_flight) + len(r.pending) for r in leftover)
-                logger.warning(
-                    "pool stopping: cancelling %d unfinished blocks after waiting %.3g s",
-                    blocks,
-                    waited,
-                )
-                for run in leftover:
-                    run.stop()
-                for run in leftover:
-                    await run.done.wait()
-            elif self._runs:
-                logger.info("pool stopping: in-flight blocks finished in %.3g s", waited)
-            while self._idle:
-                self._idle.popleft().set()
-        return await self._task_group.__aexit__(exc_type, exc, tb)
+        self._closing = self._stopping = True
+        self._watching.cancel()
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._shut_down()
+        except BaseException as e:  # pragma: no cover - a bug in the pool itself
+            self._fail(e)
+        failures, self._failures = self._failures, []
+        if not failures:
+            return await self._task_group.__aexit__(exc_type, exc, tb)
+        # A callable raised a BaseException in a worker. Raise it here, where a task group
+        # would: the worker could not (on asyncio, a KeyboardInterrupt or SystemExit leaving
+        # a task stops the event loop). Whatever else the task group raises joins it, but a
+        # cancellation: as in anyio, the failures replace it.
+        members: list[BaseException] = []
+        try:
+            await self._task_group.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            members.extend(group.exceptions)
+        except anyio.get_cancelled_exc_class():
+            pass
+        except BaseException as other:  # pragma: no cover - task groups raise groups
+            members.append(other)
+        members.extend(failures)
+        raise BaseExceptionGroup("unhandled errors in an ItemBlockWorkerPool", members)
+
+    async def _shut_down(self) -> None:
+        """No new blocks; in-flight ones get the grace period, then are cancelled."""
+        for run in self._runs:
+            run.cancel_queued()
+        while self._idle:
+            self._idle.popleft().set()
+        start = anyio.current_time()
+        with anyio.move_on_after(self._grace):
+            for run in list(self._runs):
+                await run.done.wait()
+        waited = anyio.current_time() - start
+        leftover = [run for run in self._runs if not run.done.is_set()]
+        if leftover:
+            logger.warning(
+                "pool stopping: cancelling %d unfinished blocks after waiting %.3g s",
+                sum(len(r.in_flight) for r in leftover),
+                waited,
+            )
+            for run in leftover:
+                run.stop()
+            for run in leftover:
+                await run.done.wait()
+        elif self._runs:
+            logger.info("pool stopping: in-flight blocks finished in %.3g s", waited)
+
+    def _fail(self, error: BaseException) -> None:
+        """
+        A callable raised a BaseException (not an Exception) in a worker: stop taking
+        blocks and cancel the pool's scope, as a task group does when a child raises. The
+        error is raised again when the pool's context is left.
+        """
+        if not any(error is f for f in self._failures):
+            self._failures.append(error)
+        logger.warning(
+            "pool stopping: a callable raised %s; it propagates when the pool has ended",
+            type(error).__name__,
+        )
+        self._stopping = True
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
 
     def statistics(self) -> PoolStatistics:
         """A snapshot: workers, busy workers, queued blocks, runs in progress."""
@@ -276,6 +364,8 @@ class ItemBlockWorkerPool:
 
     def _take(self) -> tuple[_Run[Any], int] | None:
         """The next block: highest priority first, round-robin between runs."""
+        if self._stopping:
+            return None
         for priority in sorted(self._ready, reverse=True):
             queue = self._ready[priority]
             while queue:
@@ -293,16 +383,24 @@ class ItemBlockWorkerPool:
         while True:
             job = self._take()
             if job is None:
-                if self._closing:
+                if self._stopping:
                     return
                 event = anyio.Event()
                 self._idle.append(event)
-                await event.wait()
+                try:
+                    await event.wait()
+                except BaseException:
+                    if event in self._idle:
+                        self._idle.remove(event)
+                    raise
                 continue
             run, index = job
             self._busy += 1
             try:
                 await self._execute(run, index)
+            except BaseException as e:  # a callable's BaseException; its block is reported
+                self._fail(e)
+                return
             finally:
                 self._busy -= 1
 
@@ -327,20 +425,29 @@ class ItemBlockWorkerPool:
         Process ``blocks`` on the pool's workers and return what became of each one.
 
         ``process(item)`` (async, or sync to run in a worker thread) handles one item and
-        may return additional items, which are processed (at most
+        may return additional items (``None``, or an iterable such as a list; a ``str``
+        or ``bytes`` is refused as that item's error), which are processed (at most
         ``additional_concurrency`` at once, recursively) before the item counts as done;
         their errors are kept under their parent. ``pre_hook(block)`` runs before a
         block's items and ``post_hook(block)`` after them when the pre hook succeeded,
         even if items failed; a failed pre hook fails the block and skips its items.
         ``key(item)`` is an item's identity: with it, an item is processed at most once
-        per run, whichever block or parent it comes from. ``fail_fast=True`` cancels the
-        rest of the run at the first error. ``on_error(item_error)`` is called as each
-        error happens, ``on_progress(progress)`` at most every ``progress_interval``
-        seconds and once at the end (both sync). ``priority``: higher runs are served
-        first when several share the pool.
+        per run, whichever block or parent it comes from (a ``key`` that raises fails
+        that item). ``fail_fast=True`` cancels the rest of the run at the first error.
+        ``on_error(item_error)`` is called as each error happens, ``on_progress(progress)``
+        at most every ``progress_interval`` seconds and once at the end (both sync; an
+        Exception they raise is logged and the run goes on). ``priority``: higher runs
+        are served first when several share the pool.
+
+        An Exception raised by ``process`` or a hook is recorded, never raised. A
+        BaseException raised by any of these callables ends the pool (see the class);
+        cancelling the task awaiting ``run`` cancels this run's blocks at once, and
+        ``run`` returns only when each of them is reported.
         """
         if self._task_group is None or self._closing:
             raise RuntimeError("the pool is not running: use 'async with ItemBlockWorkerPool(...)'")
+        if self._stopping:
+            raise RuntimeError("the pool is stopping: a callable raised a BaseException")
         if isinstance(blocks, ItemBlock):
             raise TypeError("blocks must be an iterable of ItemBlocks, not one ItemBlock")
         block_list = list(blocks)
@@ -414,13 +521,55 @@ class ItemBlockWorkerPool:
         errors.append(record)
         run.errors += 1
         logger.warning("block %s: %s", block, record, exc_info=error)
+        if run.fail_fast and not run.stopping:
+            run.stop()
         if run.on_error is not None:
             try:
                 run.on_error(record)
             except Exception:
                 logger.exception("on_error raised; the error it was given is kept")
-        if run.fail_fast and not run.stopping:
-            run.stop()
+
+    def _additional(
+        self,
+        run: _Run[Any],
+        block: ItemBlock[Any],
+        item: Any,
+        parent: Any,
+        returned: Any,
+        errors: list[ItemError],
+    ) -> list[Any] | None:
+        """The additional items ``process(item)`` returned, still to do; None if unusable."""
+        error: Exception
+        if isinstance(returned, str | bytes | bytearray):
+            error = TypeError(
+                f"process({_describe(item)}) returned a {type(returned).__name__}, which "
+                "would make each character an additional item; return None or an iterable "
+                "of additional items, such as a list"
+            )
+        else:
+            try:
+                iterator = iter(returned)
+            except TypeError:
+                error = TypeError(
+                    f"process({_describe(item)}) returned a {type(returned).__name__}; "
+                    "return None or an iterable of additional items, such as a list"
+                )
+            else:
+                try:
+                    extras = list(iterator)
+                except Exception as e:  # the iterable's own code (a generator) raised
+                    error = e
+                else:
+                    todo = []
+                    for extra in extras:
+                        try:
+                            if run.claim(extra):
+                                todo.append(extra)
+                        except Exception as e:  # key raised: that additional item fails
+                            self._record(run, errors, block, e, item=extra, parent=item)
+                    return todo
+        self._record(run, errors, block, error, item=item, parent=parent)
+        return None
 
     async def _item(
         self,
@@ -430,6 +579,7 @@ class ItemBlockWorkerPool:
         parent: Any,
         errors: list[ItemError],
         done: list[int],
+        scope: anyio.CancelScope,
     ) -> bool:
         """Process one item and its additional items; whether all of them succeeded."""
         try:
@@ -437,25 +587,37 @@ class ItemBlockWorkerPool:
         except Exception as e:
             self._record(run, errors, block, e, item=item, parent=parent)
             return False
+        if returned is None:
+            run.items_done += 1
+            done[0] += 1
+            return True
+        failures_before = len(errors)
+        additional = self._additional(run, block, item, parent, returned, errors)
+        if additional is None:
+            return False
         run.items_done += 1
         done[0] += 1
-        if returned is None:
-            return True
-        try:
-            additional = [a for a in returned if run.claim(a)]
-        except TypeError as e:
-            self._record(run, errors, block, e, item=item, parent=parent)
-            return False
+        ok = len(errors) == failures_before
         if not additional:
-            return True
-        ok = True
+            return ok
         limiter = anyio.Semaphore(run.additional_concurrency)
+        cancelled = anyio.get_cancelled_exc_class()
 
         async def one(extra: Any) -> None:
             nonlocal ok
-            async with limiter:
-                if not await self._item(run, block, extra, item, errors, done):
-                    ok = False
+            try:
+                async with limiter:
+                    if not await self._item(run, block, extra, item, errors, done, scope):
+                        ok = False
+            except BaseException as e:
+                if isinstance(e, cancelled) and scope.cancel_called:
+                    raise  # the block is being cancelled
+                # A callable's BaseException: it must not leave this task (on asyncio a
+                # KeyboardInterrupt leaving a task stops the event loop). The pool re-raises
+                # it; the block is cancelled.
+                ok = False
+                self._fail(e)
+                scope.cancel()
 
         async with anyio.create_task_group() as tg:
             for extra in additional:
@@ -467,13 +629,22 @@ class ItemBlockWorkerPool:
         errors: list[ItemError] = []
         start = anyio.current_time()
         done = [0]  # items (and additional items) of this block processed
-        status = BlockStatus.SUCCEEDED
-        with anyio.CancelScope() as scope:
-            run.in_flight[index] = scope
-            try:
-                todo = [item for item in block.items if run.claim(item)]
+        completed = skipped = False
+        # Shielded: only the pool cancels a block (its run stopped, fail-fast, the end of
+        # the grace period), so a cancelled scope around the pool gives it its grace period.
+        scope = anyio.CancelScope(shield=True)
+        run.in_flight[index] = scope
+        try:
+            with scope:
+                todo = []
+                for item in block.items:
+                    try:
+                        if run.claim(item):
+                            todo.append(item)
+                    except Exception as e:  # key raised: that item fails
+                        self._record(run, errors, block, e, item=item)
                 if not todo:
-                    status = BlockStatus.SKIPPED
+                    skipped = not errors
                 else:
                     pre_ok = True
                     if run.pre_hook is not None:
@@ -484,27 +655,34 @@ class ItemBlockWorkerPool:
                             pre_ok = False
                     if pre_ok:
                         for item in todo:
-                            await self._item(run, block, item, None, errors, done)
+                            await self._item(run, block, item, None, errors, done, scope)
+                            if scope.cancel_called:  # do not go on to the next item
+                                await anyio.lowlevel.checkpoint()
                         if run.post_hook is not None:
                             try:
                                 await self._call(run, run.post_hook, block)
                             except Exception as e:
                                 self._record(run, errors, block, e, phase="post_hook")
-            finally:
-                del run.in_flight[index]
-        if errors:
-            status = BlockStatus.FAILED  # even if cancelled afterwards: its errors say more
-        elif scope.cancelled_caught:
-            status = BlockStatus.CANCELLED
-        now = anyio.current_time()
-        run.finish(
-            index,
-            BlockResult(
-                block=block,
-                status=status,
-                errors=tuple(errors),
-                duration=now - start,
-                items_done=done[0],
-            ),
-        )
+                completed = True
+        finally:
+            del run.in_flight[index]
+            if errors:
+                status = BlockStatus.FAILED  # even if cancelled afterwards: its errors say more
+            elif not completed:  # cancelled, or interrupted by a BaseException
+                status = BlockStatus.CANCELLED
+            elif skipped:
+                status = BlockStatus.SKIPPED
+            else:
+                status = BlockStatus.SUCCEEDED
+            now = anyio.current_time()
+            run.finish(
+                index,
+                BlockResult(
+                    block=block,
+                    status=status,
+                    errors=tuple(errors),
+                    duration=now - start,
+                    items_done=done[0],
+                ),
+            )
         run.progress(now)
