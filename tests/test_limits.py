@@ -134,6 +134,79 @@ async def test_cancelled_waiters_and_holders_leak_nothing() -> None:
     assert (stats.in_use, stats.waiting, dict(stats.in_use_per_kind)) == (0, 0, {})
 
 
+class Custom(BaseException):
+    """A BaseException of the user's own."""
+
+
+@pytest.mark.parametrize(
+    ("where", "what"),
+    [
+        *[("holding", what) for what in (ValueError, KeyboardInterrupt, SystemExit, Custom)],
+        ("holding", "cancel"),
+        ("waiting", "cancel"),  # only a cancellation reaches a task waiting in line
+        ("granted", "cancel"),  # cancelled in the very step its slot is granted
+    ],
+    ids=str,
+)
+async def test_a_fault_anywhere_leaks_no_slot(where: str, what: Any) -> None:
+    """
+    Whatever ends an operation (an exception in its body, or a cancellation while it
+    holds its slot, waits in line, or is being granted), its slot goes to the next in line
+    at that moment and the exception propagates unchanged.
+    """
+    limits = OperationLimits(total=1, per_kind={"restore": 1}, per_key=1)
+    faulty_scope = anyio.CancelScope()
+    caught: list[BaseException] = []
+    follower_got_it: list[float] = []
+
+    async def holder() -> None:
+        async with limits.slot("restore", key="vm1"):
+            await anyio.sleep(2)
+            if where == "granted":  # cancelled, then granted its slot, in one step
+                faulty_scope.cancel()
+
+    async def faulty() -> None:
+        with faulty_scope:
+            try:
+                async with limits.slot("restore", key="vm1"):
+                    await anyio.sleep(1)
+                    if what == "cancel":
+                        faulty_scope.cancel()
+                        await anyio.sleep(10)
+                    raise what("in the body")
+                pytest.fail("the body always ends in an exception")
+            except BaseException as e:
+                caught.append(e)
+                if isinstance(e, anyio.get_cancelled_exc_class()):
+                    raise  # for faulty_scope to catch
+
+    async def follower() -> None:
+        async with limits.slot("restore", key="vm1"):
+            follower_got_it.append(anyio.current_time() - t0)
+
+    t0 = anyio.current_time()
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tg:
+            if where != "holding":  # holds the slot from 0 to 2
+                tg.start_soon(holder)
+                await anyio.sleep(0.1)
+            tg.start_soon(faulty)
+            await anyio.sleep(0.1)
+            tg.start_soon(follower)
+            if where == "waiting":
+                await anyio.sleep(0.8)
+                faulty_scope.cancel()
+    (error,) = caught
+    if what == "cancel":
+        assert isinstance(error, anyio.get_cancelled_exc_class())
+        assert faulty_scope.cancelled_caught
+    else:
+        assert type(error) is what
+    assert follower_got_it == [1.0 if where == "holding" else 2.0]
+    stats = limits.statistics()
+    assert (stats.in_use, stats.waiting, dict(stats.in_use_per_kind)) == (0, 0, {})
+
+
 async def test_nowait_takes_a_free_slot_or_raises() -> None:
     """slot_nowait takes a slot at once or raises WouldBlock."""
     limits = OperationLimits(total=2, per_kind={"restore": 1})
