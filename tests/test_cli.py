@@ -1,19 +1,28 @@
-"""The throttlekit command line: validate, resolve and demo."""
+"""The throttlekit command line: every command, its arguments, and every way out."""
 
 from __future__ import annotations
 
-import io
+import asyncio
+import functools
 import json
+import os
+import signal
 import subprocess
 import sys
-from datetime import timedelta
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
-from throttlekit import RateLimiter
+from throttlekit import ThrottlekitError, _cli, _demo
 from throttlekit._cli import main
-from throttlekit._pipe import copy, human_bytes, parse_burst
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
+    from exceptiongroup import BaseExceptionGroup
 
 SAMPLE_DIR = Path(__file__).parent.parent / "src" / "throttlekit" / "data"
 CONFIGMAP = str(SAMPLE_DIR / "sample-node-agent-configmap.json")
@@ -198,74 +207,6 @@ def test_python_dash_m_works() -> None:
     assert "usable" in proc.stdout
 
 
-# -- pipe --------------------------------------------------------------------------------
-
-
-def pipe(*args: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    command = [sys.executable, "-m", "throttlekit", "pipe", *args]
-    return subprocess.run(command, input=data, capture_output=True, check=False, timeout=60)
-
-
-def test_pipe_copies_stdin_to_stdout_byte_for_byte() -> None:
-    """`throttlekit pipe` passes every byte through unchanged, with no progress when piped."""
-    data = bytes(range(256)) * 2000
-    result = pipe("--rate", "1GiB/s", "--burst", "64KiB", data=data)
-    assert result.returncode == 0
-    assert result.stdout == data
-    assert result.stderr == b""
-
-
-def test_pipe_exits_cleanly_when_the_reader_goes_away() -> None:
-    """A closed downstream pipe (`| head`) ends the copy with status 0 and no traceback."""
-    command = f"{sys.executable} -m throttlekit pipe --rate off"
-    script = f"yes | {command} | head -c 10; exit ${{PIPESTATUS[1]}}"
-    result = subprocess.run(["bash", "-c", script], capture_output=True, check=False, timeout=60)
-    assert result.returncode == 0
-    assert result.stdout == b"y\ny\ny\ny\ny\n"
-    assert result.stderr == b""
-
-
-@pytest.mark.parametrize(
-    ("args", "fragment"),
-    [
-        (["--rate", "10fast"], "invalid rate '10fast'"),
-        (["--rate", "1M", "--burst", "1/s"], "invalid burst '1/s'"),
-        (["--rate", "1M", "--burst", "lots"], "invalid burst 'lots'"),
-    ],
-)
-def test_pipe_bad_input_is_one_line(
-    capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
-) -> None:
-    """A bad rate or burst is one error line and exit status 2."""
-    status, _, err = run(capsys, "pipe", *args)
-    assert status == 2
-    assert err.startswith("throttlekit: error: ")
-    assert fragment in err
-    assert err.count("\n") == 1
-
-
-def test_burst_accepts_sizes_and_durations() -> None:
-    """--burst takes a size in any unit or a duration in s or ms."""
-    assert parse_burst("64KiB") == 65536
-    assert parse_burst("1MB") == 1e6
-    assert parse_burst("250ms") == timedelta(milliseconds=250)
-    assert parse_burst("0.5s") == timedelta(seconds=0.5)
-
-
-def test_progress_line_shows_total_and_rates() -> None:
-    """The progress display reports bytes copied and ends with a newline."""
-    progress = io.StringIO()
-    source, sink = io.BytesIO(b"x" * 300_000), io.BytesIO()
-    total = copy(source, sink, RateLimiter("off"), progress)  # type: ignore[arg-type]
-    assert total == 300_000
-    assert sink.getvalue() == b"x" * 300_000
-    line = progress.getvalue()
-    assert "293KiB" in line
-    assert "/s avg" in line
-    assert line.endswith("\n")
-    assert [human_bytes(n) for n in (5, 2048, 10 * 2**20)] == ["5B", "2KiB", "10MiB"]
-
-
 # -- run -----------------------------------------------------------------------------------
 
 
@@ -325,3 +266,493 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str], command: str
     status, out, _ = run(capsys, command, "--help")
     assert status == 0
     assert "usage: throttlekit" in out
+
+
+# -- every way out: real processes ------------------------------------------------------------
+
+UNUSABLE = b'{"loadConcurrency": {"globalConfig": "2"}}'
+SMALL_DEMO = ["--scale", "0.02", "--site-rate", "400MiB/s"]
+
+# Runs many cases in real processes at the cost of one interpreter start: it imports the
+# command line once, then forks a child per case. Each child puts a real /dev/full, a
+# closed descriptor or a pipe with no reader on fd 0/1/2, rebuilds sys.stdin/stdout/stderr
+# from them as the interpreter does at start (None for a closed descriptor; buffered, with
+# stderr line buffered, or unbuffered as with PYTHONUNBUFFERED=1), runs main() and leaves
+# through the interpreter's own exit, which flushes the streams as any process does. A few
+# cases also run in fresh interpreters (FRESH), and a test checks they end the same way.
+DRIVER = """
+import io, json, os, sys
+from throttlekit._cli import main
+
+cases, work, buffered = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3] == "buffered"
+
+def stdio(fd, write):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return None
+    raw = io.FileIO(fd, "w" if write else "r", closefd=False)
+    if not write:
+        return io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8")
+    errors = "backslashreplace" if fd == 2 else "strict"
+    line = buffered and (fd == 2 or raw.isatty())
+    return io.TextIOWrapper(
+        io.BufferedWriter(raw) if buffered else raw,
+        encoding="utf-8", errors=errors, line_buffering=line, write_through=not buffered,
+    )
+
+def place(how, fd, capture):
+    if how == "closed":
+        os.close(fd)
+        return
+    if how == "full":
+        new = os.open("/dev/full", os.O_WRONLY)
+    elif how == "gone":
+        r, new = os.pipe()
+        os.close(r)
+    elif how == "capture":
+        new = os.open(capture, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    else:
+        new = os.open(how, os.O_RDONLY)
+    os.dup2(new, fd)
+    os.close(new)
+
+sys.stdout.flush()
+children = {}
+for name, case in cases.items():
+    pid = os.fork()
+    if pid == 0:
+        place(case["stdin"], 0, None)
+        place(case["stdout"], 1, os.path.join(work, sys.argv[3] + name + ".out"))
+        place(case["stderr"], 2, os.path.join(work, sys.argv[3] + name + ".err"))
+        sys.stdin, sys.stdout, sys.stderr = stdio(0, False), stdio(1, True), stdio(2, True)
+        raise SystemExit(main(case["argv"]))
+    children[name] = pid
+statuses = {n: os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for n, p in children.items()}
+print(json.dumps(statuses))
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    """A command with its stdin/stdout/stderr set up as a user might."""
+
+    argv: tuple[str, ...]
+    stdout: str = "capture"  # capture | full (/dev/full) | closed (>&-) | gone (no reader)
+    stderr: str = "capture"  # capture | full | closed
+    stdin: bytes | None = b""  # None: closed (<&-)
+
+    def start(self, mode: str) -> subprocess.Popen[bytes]:
+        """This case in a fresh interpreter (stdin, and captures, are pipes)."""
+        closed = [
+            fd
+            for fd, how in ((0, self.stdin), (1, self.stdout), (2, self.stderr))
+            if how is None or how == "closed"
+        ]
+        ends: list[int] = []
+
+        def target(how: str) -> Any:
+            if how == "capture":
+                return subprocess.PIPE
+            if how == "full":
+                fd = os.open("/dev/full", os.O_WRONLY)
+            elif how == "gone":
+                r, fd = os.pipe()
+                os.close(r)
+            else:
+                return subprocess.DEVNULL  # closed in the child, below
+            ends.append(fd)
+            return fd
+
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        if mode == "unbuffered":
+            env["PYTHONUNBUFFERED"] = "1"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "throttlekit", *self.argv],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=target(self.stdout),
+            stderr=target(self.stderr),
+            preexec_fn=(lambda: [os.close(fd) for fd in closed]) if closed else None,
+        )
+        for fd in ends:
+            os.close(fd)
+        return process
+
+
+OUTPUTS = ("full", "closed", "gone")
+COMMANDS = {  # argv, stdin, status when all goes well
+    "validate": (("validate", CONFIGMAP), b"", 0),
+    "resolve": (("resolve", CONFIGMAP, "--nodes", NODES), b"", 0),
+    "pipe": (("pipe", "--rate", "100MB/s"), b"x" * 100_000, 0),
+    "run": (("run", "--", "sh", "-c", "exit 3"), b"", 3),
+    "demo": (("demo", *SMALL_DEMO), b"", 0),
+    "demo --json": (("demo", "--json", *SMALL_DEMO), b"", 0),
+    "--help": (("pipe", "--help"), b"", 0),
+    "--version": (("--version",), b"", 0),
+}
+CASES = {
+    f"{name} >{how}": Case(argv, stdout=how, stdin=data)
+    for name, (argv, data, _) in COMMANDS.items()
+    for how in OUTPUTS
+} | {
+    "validate unusable >gone": Case(("validate", "-"), stdout="gone", stdin=UNUSABLE),
+    "validate - <&-": Case(("validate", "-"), stdin=None),
+    "pipe <&-": Case(("pipe", "--rate", "off"), stdin=None),
+    "error 2>/dev/full": Case(("pipe", "--rate", "0"), stderr="full"),
+    "error 2>&-": Case(("pipe", "--rate", "0"), stderr="closed"),
+    "error >&- 2>&-": Case(("validate", "/nonexistent"), stdout="closed", stderr="closed"),
+    "pipe --progress 2>/dev/full": Case(
+        ("pipe", "--rate", "off", "--progress"), stderr="full", stdin=b"y" * 1000
+    ),
+}
+FRESH = ("--help >full", "pipe --progress 2>/dev/full", "validate >closed", "demo >gone")
+MODES = ("buffered", "unbuffered")
+Outcome = tuple[int, str, bytes]  # status, stderr, stdout
+
+
+def forked(cases: dict[str, Case], work: Path) -> dict[str, dict[str, Outcome]]:
+    plan = {}
+    for i, case in enumerate(cases.values()):
+        stdin: str = "closed"
+        if case.stdin is not None:
+            (work / f"{i}.in").write_bytes(case.stdin)
+            stdin = str(work / f"{i}.in")
+        plan[str(i)] = {"argv": case.argv, "stdout": case.stdout, "stderr": case.stderr}
+        plan[str(i)]["stdin"] = stdin
+    (work / "plan.json").write_text(json.dumps(plan))
+    drivers = {
+        mode: subprocess.Popen(
+            [sys.executable, "-c", DRIVER, str(work / "plan.json"), str(work), mode],
+            stdout=subprocess.PIPE,
+        )
+        for mode in MODES
+    }
+    statuses = {mode: json.loads(d.communicate(timeout=120)[0]) for mode, d in drivers.items()}
+
+    def captured(path: Path) -> bytes:
+        return path.read_bytes() if path.exists() else b""
+
+    return {
+        mode: {
+            name: (
+                statuses[mode][str(i)],
+                captured(work / f"{mode}{i}.err").decode(),
+                captured(work / f"{mode}{i}.out"),
+            )
+            for i, name in enumerate(cases)
+        }
+        for mode in MODES
+    }
+
+
+@functools.cache
+def outcomes() -> tuple[dict[str, dict[str, Outcome]], dict[str, dict[str, Outcome]]]:
+    """Every case (forked children of one interpreter per mode) and the FRESH ones."""
+    fresh = {(mode, name): CASES[name].start(mode) for name in FRESH for mode in MODES}
+    with tempfile.TemporaryDirectory() as work:
+        every = forked(CASES, Path(work))
+    results: dict[str, dict[str, Outcome]] = {mode: {} for mode in MODES}
+    for (mode, name), process in fresh.items():
+        out, err = process.communicate(CASES[name].stdin or b"", timeout=120)
+        results[mode][name] = (process.returncode, (err or b"").decode(), out or b"")
+    return every, results
+
+
+def outcome(name: str, mode: str) -> Outcome:
+    return outcomes()[0][mode][name]
+
+
+def assert_one_error_line(err: str, fragment: str) -> None:
+    assert "Traceback" not in err
+    assert err.startswith("throttlekit: error: ")
+    assert err.count("\n") == 1
+    assert fragment in err
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("how", OUTPUTS)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_our_output_failing_is_one_line_and_never_a_traceback(
+    command: str, how: str, mode: str
+) -> None:
+    """
+    Every command x stdout to /dev/full, closed, or a pipe whose reader is gone: a full or
+    closed stdout is one error line and status 2 (run writes nothing of its own: the
+    command's status passes); a reader gone is quiet, with the status the command would
+    have had.
+    """
+    status, err, _ = outcome(f"{command} >{how}", mode)
+    normal = COMMANDS[command][2]
+    if how == "gone" or command == "run":
+        assert (status, err) == (normal, "")
+    elif how == "full":
+        assert status == 2
+        assert_one_error_line(err, "cannot write to stdout: No space left on device")
+    else:
+        assert status == 2
+        assert_one_error_line(err, "cannot write to stdout: Bad file descriptor")
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "fragment"),
+    [
+        ("validate unusable >gone", 1, None),  # the verdict stands, even unread
+        ("validate - <&-", 2, "cannot read -: Bad file descriptor (stdin is closed)"),
+        ("pipe <&-", 2, "cannot read stdin: Bad file descriptor (stdin is closed)"),
+        ("error 2>/dev/full", 2, None),
+        ("error 2>&-", 2, None),
+        ("error >&- 2>&-", 2, None),
+        ("pipe --progress 2>/dev/full", 0, None),
+    ],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_other_ways_out(case: str, status: int, fragment: str | None, mode: str) -> None:
+    """
+    A closed stdin is one line; when stderr itself fails, the status still tells (and the
+    pipe's progress line, best effort, stops while the copy goes on).
+    """
+    got, err, _ = outcome(case, mode)
+    assert got == status
+    if fragment is None:
+        assert err == ""
+    else:
+        assert_one_error_line(err, fragment)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", FRESH)
+def test_a_fresh_interpreter_ends_the_same_way(case: str, mode: str) -> None:
+    """The forked children above behave as fresh `python -m throttlekit` processes do."""
+    every, fresh = outcomes()
+    assert fresh[mode][case] == every[mode][case]
+
+
+# -- every numeric option x zero, negative, NaN, infinite, huge, tiny, garbage -------------
+
+HUGE, TINY = "1e300", "1e-300"
+NUMERIC: dict[tuple[str, str], dict[str, int]] = {
+    ("pipe", "--rate"): {
+        "0": 2, "-1": 2, "nan": 2, "inf": 0, HUGE: 0, TINY: 2, "garbage": 2, "1e400": 2,
+    },
+    ("pipe", "--burst"): {
+        "0": 2, "-1": 2, "nan": 2, "inf": 2, "1e30": 0, "0.5": 2, "garbage": 2, "0s": 2,
+        "-1s": 2, "0.0001ms": 2, "0.001ms": 0, "99999999999999999999s": 2,
+    },
+    ("demo", "--scale"): {
+        "0": 2, "-1": 2, "nan": 2, "inf": 2, HUGE: 2, TINY: 0, "garbage": 2, "100": 0,
+    },
+    ("demo", "--site-rate"): {
+        "0": 2, "-1": 2, "nan": 2, "inf": 0, HUGE: 0, TINY: 2, "garbage": 2, "1KiB/s": 2,
+    },
+    ("demo", "--node-rate"): {
+        "0": 2, "-1": 2, "nan": 2, "inf": 0, HUGE: 0, TINY: 2, "garbage": 2, "1KiB/s": 2,
+    },
+    ("demo", "--seed"): {
+        "0": 0, "-1": 0, "nan": 2, "inf": 2, "1" + "0" * 40: 0, "0.5": 2, "garbage": 2,
+    },
+    ("run", "--cpu"): {"0": 2, "-1": 2, "nan": 2, "inf": 2, HUGE: 2, "garbage": 2},
+    ("run", "--nice"): {
+        "999": 2, "-999": 2, "nan": 2, "inf": 2, "99999999999999999999": 2, "0.5": 2,
+        "garbage": 2,
+    },
+}  # fmt: skip
+NUMERIC_CASES = [
+    (command, option, value, status)
+    for (command, option), values in NUMERIC.items()
+    for value, status in values.items()
+]
+
+
+@pytest.mark.parametrize(("command", "option", "value", "status"), NUMERIC_CASES)
+def test_numeric_options(
+    command: str,
+    option: str,
+    value: str,
+    status: int,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    Refused values are one error line naming the option and status 2, before anything
+    starts; accepted ones run (the demo's simulation is stubbed here: it runs in full in
+    the tests above; an accepted pipe copies between real files).
+    """
+    monkeypatch.setattr(_demo, "run_demo", lambda demo, out: {"stubbed": True})
+    if command == "pipe":
+        (tmp_path / "in").write_bytes(b"y" * 1000)
+        stdin, stdout = (tmp_path / "in").open(), (tmp_path / "out").open("w")
+        monkeypatch.setattr(sys, "stdin", stdin)
+        monkeypatch.setattr(sys, "stdout", stdout)
+        request.addfinalizer(stdin.close)
+        request.addfinalizer(stdout.close)
+    argv = [command, f"{option}={value}"]
+    if option == "--burst":
+        argv.append("--rate=1MB/s")
+    elif command == "demo":
+        argv.append("--json")
+    elif command == "run":
+        argv += ["--", "true"]
+    got, out, err = run(capsys, *argv)
+    assert got == status, err
+    if status == 2:
+        assert_one_error_line(err, option)
+        assert out == ""
+    elif command == "pipe":
+        assert (tmp_path / "out").read_bytes() == b"y" * 1000
+    else:
+        assert err == ""
+        assert json.loads(out)["stubbed"] is True
+
+
+# -- what a command raises x how it is raised ------------------------------------------------
+
+
+class Custom(BaseException):
+    """A BaseException of someone's own, not an Exception."""
+
+
+RAISED: dict[str, tuple[Callable[[], BaseException], int, str | None]] = {
+    "Exception": (lambda: ValueError("boom"), 2, "internal error: ValueError: boom"),
+    "ThrottlekitError": (lambda: ThrottlekitError("refused"), 2, "refused"),
+    "KeyboardInterrupt": (KeyboardInterrupt, 130, None),
+    "SystemExit": (lambda: SystemExit(5), 5, None),
+    "custom BaseException": (lambda: Custom("odd"), 2, "internal error: Custom: odd"),
+    "cancellation": (asyncio.CancelledError, 2, "internal error: CancelledError"),
+    "MemoryError": (MemoryError, 2, "internal error: MemoryError"),
+    "RecursionError": (
+        lambda: RecursionError("maximum recursion depth exceeded"),
+        2,
+        "internal error: RecursionError: maximum recursion depth exceeded",
+    ),
+}
+
+
+def raise_directly(exc: BaseException) -> None:
+    raise exc
+
+
+def raise_in_a_group(exc: BaseException) -> None:
+    raise BaseExceptionGroup("several", [exc])
+
+
+def raise_in_a_task(backend: str) -> Callable[[BaseException], None]:
+    def raiser(exc: BaseException) -> None:
+        async def task() -> None:
+            raise exc
+
+        async def body() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(task)
+
+        anyio.run(body, backend=backend)
+
+    return raiser
+
+
+HOW = {
+    "directly": raise_directly,
+    "in a group": raise_in_a_group,
+    "in an asyncio task": raise_in_a_task("asyncio"),
+    "in a trio task": raise_in_a_task("trio"),
+}
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("raised", RAISED)
+def test_whatever_a_command_raises_is_a_status_and_at_most_one_line(
+    raised: str, how: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Anything a command raises, on purpose or not, directly or out of a task group on either
+    backend, becomes an exit status and at most one line: never a traceback.
+    """
+    make, status, fragment = RAISED[raised]
+    if (raised, how) == ("cancellation", "in an asyncio task"):
+        # anyio takes a task's own CancelledError for that task being cancelled: nothing
+        # escapes the task group, so the command simply returns.
+        status, fragment = 0, None
+
+    def command(args: Any, out: Any) -> int:
+        HOW[how](make())
+        return 0
+
+    monkeypatch.setattr(_cli, "_cmd_validate", command)
+    monkeypatch.delenv("THROTTLEKIT_DEBUG", raising=False)
+    got, out, err = run(capsys, "validate", CONFIGMAP)
+    assert got == status
+    assert out == ""
+    if fragment is None:
+        assert err == ""
+    else:
+        assert_one_error_line(err, fragment)
+
+
+def test_throttlekit_debug_shows_the_traceback_of_an_internal_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """THROTTLEKIT_DEBUG=1 adds the traceback after the line, for a bug report."""
+
+    def command(args: Any, out: Any) -> int:
+        raise ZeroDivisionError("oops")
+
+    monkeypatch.setattr(_cli, "_cmd_validate", command)
+    monkeypatch.setenv("THROTTLEKIT_DEBUG", "1")
+    status, _, err = run(capsys, "validate", CONFIGMAP)
+    assert status == 2
+    assert err.startswith("throttlekit: error: internal error: ZeroDivisionError: oops")
+    assert "Traceback (most recent call last)" in err
+
+
+def test_ctrl_c_in_the_demo_exits_130_without_a_traceback() -> None:
+    """SIGINT while the demo runs (its tasks, its limiters): 130, nothing on stderr."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "throttlekit", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith(b"throttlekit demo")  # main() is running
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert err == b""
+
+
+# -- validate and resolve arguments -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["validate", str(SAMPLE_DIR)], "Is a directory"),
+        (["validate", "/dev/zero"], "it is larger than 64MiB"),
+        (["resolve", CONFIGMAP, "--nodes", "/nonexistent.json"], "cannot read /nonexistent"),
+        (["resolve", CONFIGMAP, "--nodes", str(SAMPLE_DIR)], "Is a directory"),
+        (["resolve", CONFIGMAP, "--labels", "=v"], "--labels"),
+        (["resolve", CONFIGMAP], "one of the arguments --labels --nodes is required"),
+        (["resolve", CONFIGMAP, "--labels", "a=b", "--nodes", NODES], "not allowed with"),
+        (["nonsense"], "invalid choice: 'nonsense'"),
+        ([], "the following arguments are required: COMMAND"),
+        (["validate", CONFIGMAP, "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ],
+)
+def test_bad_arguments_are_one_line_naming_them(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files that are not files, endless input, malformed labels, usage errors: one line."""
+    status, out, err = run(capsys, *argv)
+    assert (status, out) == (2, "")
+    assert_one_error_line(err, fragment)
+
+
+def test_deeply_nested_json_is_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'['*1000: whatever the loader does with it, the command line says so in one line."""
+    status, out, err = run(capsys, "validate", write(tmp_path, "[" * 100_000 + "]" * 100_000))
+    assert status in (1, 2)
+    assert "Traceback" not in err + out
+    assert err.count("\n") + out.count("\n") >= 1

@@ -1,57 +1,146 @@
 """
 The ``throttlekit`` command line (also ``python -m throttlekit``).
 
-Every command turns bad input into one clear line on stderr and a non-zero exit status,
-never a traceback: 1 when a configuration is not usable, 2 for a usage or input error
-(a missing file, a malformed ``--labels``).
+Every way out is an exit status and at most one line on stderr, never a traceback:
+
+* 0: done. 1: a configuration is not usable (``validate``, ``resolve``).
+* 2: bad input (an argument, a file, stdin), or our own output failed (stdout closed or
+  full): one ``throttlekit: error:`` line. An unexpected internal error is also one line
+  and 2; ``THROTTLEKIT_DEBUG=1`` adds its traceback.
+* 130: interrupted (Ctrl-C).
+* ``run``: the command's own status (128 + N when signal N killed it).
+
+When the reader of stdout goes away (``| head``), the command stops writing and exits
+quietly with the status it would have had. Arguments are all checked before anything
+starts: before any output, before the demo runs, before the pipe reads a byte.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import io
-import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from importlib.resources import files
-from typing import Any, TextIO
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
-from ._config import describe, parse_json_text
-from ._demo import DemoOptions, run_demo
 from ._errors import ConfigError, ThrottlekitError
-from ._pipe import copy, parse_burst
-from ._policy import ConcurrencyPolicy, Resolution
-from ._ratelimit import RateLimiter
-from ._runcmd import run_command
-from ._selectors import _key_problem, _value_problem
-from ._units import Rate
+from ._pipe import CopyError, human_bytes, silence
+from ._units import UnitError
+
+if TYPE_CHECKING:
+    from ._policy import Resolution
+
+# Each command imports what it needs when it runs: `throttlekit pipe` starts in the time
+# it takes to import the pipe, not the policy engine and the worker pool.
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["main"]
 
 EXIT_UNUSABLE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_CONFIG_LIMIT = 64 << 20  # a ConfigMap holds at most 1 MiB; this only stops endless input
+_NODES_LIMIT = 1 << 30
 
 
 class _InputError(Exception):
     """Bad command-line input: reported as one line, exit status 2."""
 
 
+class _OutputError(Exception):
+    """Writing our own output failed (closed, full, an I/O error): one line, exit status 2."""
+
+    def __init__(self, error: OSError, name: str = "stdout") -> None:
+        self.error = error
+        super().__init__(f"cannot write to {name}: {error.strerror or error}")
+
+
+class _ReaderGone(Exception):
+    """The reader of stdout went away (``| head``): stop writing, exit quietly."""
+
+
+class _Output:
+    """
+    stdout as the commands see it: a failed write or flush raises :class:`_OutputError`
+    (or :class:`_ReaderGone` for a broken pipe) naming the cause, and after a failure every
+    later write is dropped, so nothing fails twice. A closed stdout (``>&-``, which leaves
+    ``sys.stdout`` as ``None``) fails on the first write, not before: ``run`` writes
+    nothing of its own and works with it closed.
+
+    Deliberately not an :class:`io.IOBase`: those flush when they are garbage collected,
+    which would meet (and swallow) a failure before the command could report it.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+        self._failed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream is not None and self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def write(self, text: str) -> int:
+        if self._failed:
+            return len(text)
+        if self._stream is None:
+            self._fail(OSError(errno.EBADF, "Bad file descriptor (stdout is closed)"))
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError) as e:
+            self._fail(e)
+
+    def flush(self) -> None:
+        if self._failed or self._stream is None:
+            return
+        try:
+            self._stream.flush()
+        except (OSError, ValueError) as e:
+            self._fail(e)
+
+    def _fail(self, error: OSError | ValueError) -> NoReturn:
+        self._failed = True
+        silence(self._stream)  # so the interpreter's last flush cannot fail again
+        if isinstance(error, BrokenPipeError):
+            raise _ReaderGone from None
+        if isinstance(error, ValueError):  # "I/O operation on closed file"
+            error = OSError(errno.EBADF, "Bad file descriptor (stdout is closed)")
+        raise _OutputError(error) from None
+
+
 # -- input ---------------------------------------------------------------------------
 
 
-def _read_text(path: str) -> bytes:
+def _read_text(path: str, limit: int = _CONFIG_LIMIT) -> bytes:
+    """The bytes of ``path`` (``-``: stdin), at most ``limit`` of them (``/dev/zero`` ends)."""
     try:
         if path == "-":
-            return sys.stdin.buffer.read()
-        with open(path, "rb") as f:
-            return f.read()
+            if sys.stdin is None:
+                raise OSError(errno.EBADF, "Bad file descriptor (stdin is closed)")
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
     except OSError as exc:
         raise _InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise _InputError(f"cannot read {path}: it is larger than {human_bytes(limit)}")
+    return data
 
 
 def parse_labels(text: str) -> dict[str, str]:
     """Parse ``k=v,k2=v2`` into a label mapping, validating keys and values."""
+    from ._selectors import _key_problem, _value_problem
+
     labels: dict[str, str] = {}
     if text.strip() == "":
         return labels
@@ -73,6 +162,8 @@ def read_nodes(data: bytes, where: str) -> list[tuple[str, dict[str, str]]]:
     Node names and labels from ``kubectl get nodes -o json`` output (a List or NodeList),
     a single Node object, or a plain list of Node objects.
     """
+    from ._config import describe, parse_json_text
+
     try:
         doc = parse_json_text(data)
     except ConfigError as exc:
@@ -144,37 +235,52 @@ def print_resolutions(
 
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    from ._policy import ConcurrencyPolicy
+
     data = _read_text(args.config)
+    lines: list[str] = []
     try:
         policy = ConcurrencyPolicy.from_velero(data, strict=args.strict)
     except ConfigError as exc:
         noun = "problem" if len(exc.problems) == 1 else "problems"
-        out.write(f"{args.config}: not usable, {len(exc.problems)} {noun}:\n")
-        for problem in exc.problems:
-            out.write(f"  {problem}\n")
-        return EXIT_UNUSABLE
-    summary = f"{args.config}: usable"
-    section = policy.config.load_concurrency if policy.config is not None else None
-    if section is not None:
-        total = len(section.per_node_config or ())
-        summary += (
-            f" (global number {policy.global_number}, {total} rules, {len(policy.skipped)} skipped)"
-        )
+        lines.append(f"{args.config}: not usable, {len(exc.problems)} {noun}:")
+        lines += [f"  {problem}" for problem in exc.problems]
+        status = EXIT_UNUSABLE
     else:
-        summary += f" (no loadConcurrency section: every node gets the default {policy.default})"
-    out.write(summary + "\n")
-    for warning in policy.warnings:
-        out.write(f"  warning: {warning}\n")
-    return 0
+        summary = f"{args.config}: usable"
+        section = policy.config.load_concurrency if policy.config is not None else None
+        if section is not None:
+            total = len(section.per_node_config or ())
+            summary += (
+                f" (global number {policy.global_number}, {total} rules, "
+                f"{len(policy.skipped)} skipped)"
+            )
+        else:
+            summary += (
+                f" (no loadConcurrency section: every node gets the default {policy.default})"
+            )
+        lines.append(summary)
+        lines += [f"  warning: {warning}" for warning in policy.warnings]
+        status = 0
+    try:
+        out.write("".join(line + "\n" for line in lines))
+        out.flush()
+    except _ReaderGone:  # the verdict stands even if nobody reads it
+        pass
+    return status
 
 
 def _cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
+    import json
+
+    from ._policy import ConcurrencyPolicy
+
     if args.labels is not None:
         subjects: list[tuple[str, dict[str, str] | None]] = [
             ("(labels)", parse_labels(args.labels))
         ]
     else:
-        subjects = list(read_nodes(_read_text(args.nodes), args.nodes))
+        subjects = list(read_nodes(_read_text(args.nodes, _NODES_LIMIT), args.nodes))
     try:
         policy = ConcurrencyPolicy.from_velero(_read_text(args.config), strict=args.strict)
     except ConfigError as exc:
@@ -192,24 +298,30 @@ def _cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _sample(name: str) -> bytes:
+    from importlib.resources import files
+
     return files("throttlekit").joinpath("data").joinpath(name).read_bytes()
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    import json
+
+    from ._demo import DemoOptions, parse_demo_rate, prepare_demo, run_demo
+    from ._policy import ConcurrencyPolicy
+
     configmap = _sample("sample-node-agent-configmap.json")
     nodes = read_nodes(_sample("sample-nodes.json"), "sample-nodes.json")
     policy = ConcurrencyPolicy.from_velero(configmap)
-    if not (args.scale > 0 and args.scale <= 100):
-        raise _InputError(f"--scale must be above 0 and at most 100, got {args.scale}")
     options = DemoOptions(
         scale=args.scale,
-        site_rate=Rate.parse(args.site_rate),
-        node_rate=Rate.parse(args.node_rate),
+        site_rate=parse_demo_rate(args.site_rate, "--site-rate"),
+        node_rate=parse_demo_rate(args.node_rate, "--node-rate"),
         seed=args.seed,
         json=args.json,
     )
+    demo = prepare_demo(options, policy, nodes)  # refuses a demo that could not finish
     if args.json:
-        report = run_demo(options, policy, nodes, io.StringIO())
+        report = run_demo(demo, io.StringIO())
         concurrency = {name: r.value for name, r in policy.resolve_many(nodes).items()}
         json.dump({"concurrency": concurrency, **report}, out, indent=2)
         out.write("\n")
@@ -219,12 +331,13 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         "=======================================================\n\n"
         "Per-node concurrency, from the Velero node-agent ConfigMap shipped with throttlekit:\n"
     )
+    out.flush()  # a stdout that cannot be written fails now, not after the run
     out.write(f"    global number: {policy.global_number}\n")
     for index, rule in zip(policy.rule_indices, policy.rules, strict=True):
         out.write(f"    rule {index}: {rule}\n")
     out.write("    (smallest matching number wins; no match: the global number)\n\n")
     print_resolutions(policy.resolve_many(nodes), out, explain=args.explain)
-    run_demo(options, policy, nodes, out)
+    run_demo(demo, out)
     broken = json.loads(json.loads(configmap)["data"]["node-agent-config.json"])
     broken["loadConcurrency"]["globalconfig"] = broken["loadConcurrency"].pop("globalConfig")
     broken["loadConcurrency"]["perNodeConfig"][1]["number"] = 0
@@ -246,16 +359,58 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _descriptor(stream: TextIO | None, action: str, name: str) -> int | None:
+    """The file descriptor behind ``stream``; None if it has none (a test's capture)."""
+    if stream is None:  # closed before we started (``<&-``, ``>&-``)
+        closed = OSError(errno.EBADF, f"Bad file descriptor ({name} is closed)")
+        raise CopyError(action, name, closed)
+    try:
+        return stream.fileno()
+    except (OSError, ValueError):
+        return None
+
+
 def _cmd_pipe(args: argparse.Namespace, out: TextIO) -> int:
-    burst = parse_burst(args.burst) if args.burst is not None else None
-    limiter = RateLimiter(args.rate, burst=burst)
-    progress = sys.stderr if (args.progress or sys.stderr.isatty()) and not args.quiet else None
+    from ._pipe import copy, parse_burst, parse_pipe_rate
+    from ._ratelimit import RateLimiter
+
+    try:
+        rate = parse_pipe_rate(args.rate)
+    except UnitError as e:
+        raise _InputError(f"--rate: {e}") from None
+    try:
+        burst = parse_burst(args.burst) if args.burst is not None else None
+    except UnitError as e:
+        raise _InputError(f"--burst: {e}") from None
+    # Full from the start, as pv is: a process that just started has already waited.
+    limiter = RateLimiter(rate, burst=burst, full=True)
+    stderr = sys.stderr
+    show = args.progress or (stderr is not None and _Output(stderr).isatty())
+    progress = stderr if show and not args.quiet else None
     out.flush()
-    copy(sys.stdin.buffer, sys.stdout.buffer, limiter, progress)
+    try:
+        src = _descriptor(sys.stdin, "read", "stdin")
+        dst = _descriptor(sys.stdout, "write", "stdout")
+        if src is not None and dst is not None:
+            copy(src, dst, limiter, progress)
+        else:
+            assert sys.stdin is not None
+            assert sys.stdout is not None
+            copy(sys.stdin.buffer, sys.stdout.buffer, limiter, progress)
+    except CopyError as exc:
+        if exc.reader_gone:
+            silence(sys.stdout)
+            raise _ReaderGone from None
+        if exc.action == "write":
+            silence(sys.stdout)
+            raise _OutputError(exc.error) from None
+        raise
     return 0
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from ._runcmd import run_command
+
     command = list(args.command_line)
     if command and command[0] == "--":
         command = command[1:]
@@ -270,14 +425,39 @@ def _indent(text: str, prefix: str = "    ") -> str:
 # -- entry point ---------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    from . import __version__
+class _UsageError(Exception):
+    """A command line argparse cannot parse: one line, exit status 2."""
 
-    parser = argparse.ArgumentParser(
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with one-line errors and help that goes through :class:`_Output`."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+    def print_help(self, file: Any = None) -> None:
+        _Output(sys.stdout if file is None else file).write(self.format_help())
+
+
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked for (it costs an import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from . import __version__
+
+        _Output(sys.stdout).write(f"{parser.prog} {__version__}\n")
+        parser.exit()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
         prog="throttlekit",
         description="Concurrency policy, execution and throttling for backup systems.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser(
@@ -349,7 +529,9 @@ def _parser() -> argparse.ArgumentParser:
         "limits, sequential restores, one failing snapshot, and a report measured in the run.",
     )
     p.add_argument("--explain", action="store_true", help="explain every node's result")
-    p.add_argument("--scale", type=float, default=1.0, help="volume data scale (1.0: about 10 s)")
+    p.add_argument(
+        "--scale", type=float, default=1.0, help="volume data scale, above 0 to 100 (1.0: ~10 s)"
+    )
     p.add_argument("--site-rate", default="40MiB/s", metavar="RATE", help="site-wide limit")
     p.add_argument("--node-rate", default="16MiB/s", metavar="RATE", help="per-node limit")
     p.add_argument("--seed", type=int, default=7, help="seed of the simulated inventory")
@@ -359,24 +541,88 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (the console script exits with it)."""
-    args = _parser().parse_args(argv)
+    """
+    Run the command line; returns the exit status (the console script exits with it).
+
+    Nothing escapes as a traceback: every exception a command raises, on purpose or not,
+    is turned into an exit status and at most one line on stderr (see the module's
+    docstring for the statuses).
+    """
     try:
-        status: int = args.func(args, sys.stdout)
-    except (_InputError, ThrottlekitError) as exc:
-        _error_line(str(exc))
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # e.g. `throttlekit resolve ... | head`: the reader is done
-        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return 0
-    sys.stdout.flush()
+        try:
+            return _main(argv)
+        except SystemExit:
+            raise
+        except BaseException as exc:  # the one place that catches everything
+            return _failed(exc)
+    except KeyboardInterrupt:  # a second Ctrl-C while handling the first
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    out = _Output(sys.stdout)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help or --version, already written: make sure it is out
+        out.flush()
+        return exc.code if isinstance(exc.code, int) else 0
+    status: int = args.func(args, cast(TextIO, out))
+    out.flush()
     return status
 
 
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside ``exc``'s groups (a task group wraps what its tasks raised)."""
+    if isinstance(exc, BaseExceptionGroup) and not isinstance(exc, ThrottlekitError):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _failed(exc: BaseException) -> int:
+    """The exit status for ``exc``, after its one line on stderr (if any)."""
+    leaves = list(_leaves(exc))
+    if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+        return EXIT_INTERRUPTED
+    if any(isinstance(e, _ReaderGone) for e in leaves):
+        return 0
+    for kinds in ((_OutputError,), (_UsageError, _InputError, ThrottlekitError)):
+        for leaf in leaves:
+            if isinstance(leaf, kinds):
+                _error_line(str(leaf))
+                return EXIT_USAGE
+    for leaf in leaves:
+        if isinstance(leaf, SystemExit):
+            return leaf.code if isinstance(leaf.code, int) else EXIT_USAGE
+    leaf = leaves[0]
+    what = f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
+    _error_line(
+        f"internal error: {what} (a bug: please report it, with the traceback that "
+        "THROTTLEKIT_DEBUG=1 shows)"
+    )
+    if os.environ.get("THROTTLEKIT_DEBUG"):
+        _traceback(exc)
+    return EXIT_USAGE
+
+
+def _traceback(exc: BaseException) -> None:
+    import traceback
+
+    try:
+        if sys.stderr is not None:
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    except (OSError, ValueError):
+        pass
+
+
 def _error_line(message: str) -> None:
-    sys.stderr.write(f"throttlekit: error: {message}\n")
+    """``throttlekit: error: MESSAGE`` on stderr; if stderr is closed or full, nothing."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(f"throttlekit: error: {message}\n")
+        stream.flush()
+    except (OSError, ValueError):
+        silence(stream)  # the exit status still tells; the last flush must not fail

@@ -11,6 +11,7 @@ restores one at a time, and a report of what was measured in this run.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -20,17 +21,33 @@ import anyio
 from attrs import define, field, frozen
 
 from ._blocks import ItemBlock, ItemBlockError, RunProgress, RunResult, build_item_blocks
+from ._errors import ThrottlekitError
 from ._limits import OperationLimits
 from ._pipe import human_bytes
 from ._policy import ConcurrencyPolicy
 from ._pool import ItemBlockWorkerPool
 from ._ratelimit import RateLimiter
-from ._units import Rate
+from ._units import Rate, UnitError
 
-__all__ = ["DemoOptions", "run_demo"]
+__all__ = ["DemoError", "DemoOptions", "parse_demo_rate", "prepare_demo", "run_demo"]
 
 MiB = 2**20
 _CHUNK = MiB
+_RESTORES = 3
+_LONGEST = 3600.0  # seconds: a demo that cannot finish within an hour is refused
+
+
+class DemoError(ThrottlekitError, ValueError):
+    """Demo options with which the demo cannot run (or cannot finish); names the option."""
+
+
+def parse_demo_rate(text: str, option: str) -> Rate:
+    """A demo rate option: a data rate or ``off`` (a bare number is bytes per second)."""
+    try:
+        rate = Rate.parse(text)
+    except UnitError as e:
+        raise DemoError(f"{option}: {e}") from None
+    return rate if rate.kind == "bytes" else Rate(per_second=rate.per_second)
 
 
 @frozen(kw_only=True)
@@ -118,6 +135,7 @@ class _Demo:
         self.node_blocks = {name: self.blocks(name) for name in self.node_names}
         self.total_blocks = sum(len(b) for b in self.node_blocks.values())
         self.blocks_done_per_node = dict.fromkeys(self.node_names, 0)
+        self.restore_size = max(_CHUNK // 4, int(6 * MiB * options.scale))
         self.restore_bytes = 0
         self.errors = 0
         self.bytes = 0
@@ -232,23 +250,63 @@ class _Demo:
             async with anyio.create_task_group() as tg:
                 for node in self.node_names:
                     tg.start_soon(self.back_up_node, node)
-                for k in range(3):
-                    size = max(_CHUNK // 4, int(6 * MiB * self.options.scale))
-                    tg.start_soon(self.restore, limits, f"restore-{k}", size, restores)
+                for k in range(_RESTORES):
+                    tg.start_soon(self.restore, limits, f"restore-{k}", self.restore_size, restores)
             outer.cancel_scope.cancel()
         if not self.options.json:
             self.show(out, live, end=True)
         return sorted(restores)
 
 
-def run_demo(
+def _duration(seconds: float) -> str:
+    if seconds < 2 * 86400:
+        return f"about {seconds / 3600:.1f} hours"
+    return f"about {seconds / 86400:,.0f} days"
+
+
+def prepare_demo(
     options: DemoOptions,
     policy: ConcurrencyPolicy,
     nodes: Sequence[tuple[str, Mapping[str, str]]],
-    out: TextIO,
-) -> dict[str, Any]:
-    """Run the simulation and print its report (or return it as data with ``json``)."""
+) -> _Demo:
+    """
+    The demo to run, once its options are checked: a :class:`DemoError` naming the option
+    for a scale out of (0, 100], or rates under which it could not finish within an hour
+    (a rate of 0 pauses everything; the demo would never end).
+    """
+    scale = options.scale
+    if not (math.isfinite(scale) and 0 < scale <= 100):
+        raise DemoError(f"--scale must be above 0 and at most 100, got {scale}")
     demo = _Demo(options, policy, nodes)
+    per_node = {
+        node: sum(i.metadata + i.volume for i in items) + 2 * 8192  # + a config map, an account
+        for node, items in demo.inventory.items()
+    }
+    restores = _RESTORES * demo.restore_size
+    total = sum(per_node.values()) + restores
+    biggest = max(per_node.values())
+    for option, rate, amount in (
+        ("--site-rate", options.site_rate, total),
+        ("--node-rate", options.node_rate, biggest),
+    ):
+        if rate.is_paused:
+            raise DemoError(
+                f"{option} {rate}: a rate of 0 lets nothing through, so the demo would never "
+                "finish; give a rate above 0, or 'off'"
+            )
+        seconds = amount / rate.per_second
+        if seconds > _LONGEST:
+            raise DemoError(
+                f"{option} {rate}: the demo moves {human_bytes(amount)} through this limit, "
+                f"which would take {_duration(seconds)}; give at least "
+                f"{human_bytes(amount / _LONGEST)}/s, or a smaller --scale"
+            )
+    return demo
+
+
+def run_demo(demo: _Demo, out: TextIO) -> dict[str, Any]:
+    """Run the simulation and print its report (or return it as data with ``json``)."""
+    options = demo.options
     live = not options.json and out.isatty()
     if not options.json:
         total = sum(i.volume for items in demo.inventory.values() for i in items)
