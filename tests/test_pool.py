@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -20,6 +21,9 @@ from throttlekit import (
     RunProgress,
 )
 from throttlekit.testing import run as run_virtual
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 pytestmark = pytest.mark.anyio
 
@@ -397,6 +401,55 @@ async def test_a_cancelled_scope_around_the_pool_gives_the_grace_period() -> Non
         BlockStatus.CANCELLED,
     ]
     assert [b.items_done for b in result.blocks] == [1, 0, 0]
+
+
+class Abort(BaseException):
+    """A BaseException of the user's own."""
+
+
+async def test_a_base_exception_ends_the_pool_after_the_grace_period() -> None:
+    """
+    A callable's BaseException stops the pool: its block is interrupted, queued blocks are
+    cancelled, a run awaited elsewhere keeps its in-flight blocks for the grace period;
+    then the exception leaves the pool's async with in a BaseExceptionGroup.
+    """
+    results: list[Any] = []
+    escaped: list[tuple[BaseException, float]] = []
+    abort = Abort("stop")
+
+    async def process(item: str) -> None:
+        await anyio.sleep(1 if item == "boom" else 3)
+        if item == "boom":
+            raise abort
+
+    t0 = anyio.current_time()
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tg:
+            pool = ItemBlockWorkerPool(workers=2, grace_period=5)
+            finished = anyio.Event()
+
+            async def host(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                try:
+                    async with pool:
+                        task_status.started()
+                        await finished.wait()
+                except BaseExceptionGroup as group:
+                    escaped.append((group, anyio.current_time() - t0))
+
+            await tg.start(host)
+            results.append(await pool.run(blocks_of(["boom"], ["slow"], ["queued"]), process))
+            finished.set()
+    ((group, when),) = escaped
+    assert isinstance(group, BaseExceptionGroup)
+    assert group.exceptions == (abort,)
+    assert when == 3.0  # "slow" finished within the grace period
+    (result,) = results
+    assert [b.status for b in result.blocks] == [
+        BlockStatus.CANCELLED,
+        BlockStatus.SUCCEEDED,
+        BlockStatus.CANCELLED,
+    ]
+    assert result.errors == ()
 
 
 async def test_statistics_show_busy_workers_and_queue() -> None:
