@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -24,11 +25,64 @@ from attrs import frozen
 from ._errors import ConfigError
 from ._policy import ConcurrencyPolicy
 
-__all__ = ["PolicyWatcher", "PolicyWatcherStatistics"]
+__all__ = ["MAX_POLICY_FILE_SIZE", "PolicyWatcher", "PolicyWatcherStatistics"]
 
 P = TypeVar("P")
 
 logger: Final = logging.getLogger("throttlekit.watch")
+
+#: A policy file larger than this is refused unread (a ConfigMap holds at most 1 MiB).
+MAX_POLICY_FILE_SIZE: Final = 16 * 2**20
+
+_KINDS: Final = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _cannot_read(path: Path, why: str) -> ConfigError:
+    return ConfigError(f"cannot read {path}: {why}")
+
+
+def read_policy_file(path: Path) -> bytes:
+    """
+    The bytes of a policy file, or a :class:`ConfigError` saying why there are none.
+
+    Only a regular file (links followed) of at most :data:`MAX_POLICY_FILE_SIZE` bytes is
+    read. Opening does not block, so a named pipe without a writer, a device or a
+    directory put where the file was is reported rather than read: the read happens in
+    the watcher's task and must never stall the event loop or fill memory.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _cannot_read(path, exc.strerror or str(exc)) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in _KINDS if test(info.st_mode)), "a special file")
+            raise _cannot_read(path, f"it is {kind}, not a regular file")
+        too_large = f"it is larger than {MAX_POLICY_FILE_SIZE} bytes"
+        if info.st_size > MAX_POLICY_FILE_SIZE:
+            raise _cannot_read(path, too_large)
+        chunks: list[bytes] = []
+        size = 0
+        want = info.st_size + 1  # one read for a file that does not change meanwhile
+        while chunk := os.read(fd, want):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_POLICY_FILE_SIZE:
+                raise _cannot_read(path, too_large)
+            want = min(65536, MAX_POLICY_FILE_SIZE + 1 - size)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise _cannot_read(path, exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
 
 
 @frozen(kw_only=True)
@@ -68,8 +122,15 @@ class PolicyWatcher(Generic[P]):
       :attr:`policy` see either the old or the new one, never a mix, and every subscriber
       is called with the new policy.
     * A changed document that does not load (bad JSON, wrong types, a strict-mode
-      problem, a missing file) is reported once: logged on ``throttlekit.watch``, passed
-      to ``on_error``, kept in :attr:`last_error`. The last good policy stays in force.
+      problem, a missing file, a directory or a named pipe in its place, no permission,
+      a file over :data:`MAX_POLICY_FILE_SIZE`, a ``load`` that raises) is reported
+      once: logged on ``throttlekit.watch``, passed to ``on_error``, kept in
+      :attr:`last_error`. The last good policy stays in force.
+    * User code that raises: an :class:`Exception` from ``on_error`` or a subscriber is
+      logged and the watcher goes on. A :class:`BaseException` (``KeyboardInterrupt``,
+      ``SystemExit``, a cancellation...) is never swallowed: it ends the watcher's task,
+      after waking everyone in :meth:`wait_for_change` (who then get a
+      :class:`RuntimeError`), and leaves ``async with`` as the task group's exception.
 
     By default the file is read as a Velero node-agent configuration
     (:meth:`ConcurrencyPolicy.from_velero`, lenient unless ``strict=True``); pass
@@ -99,6 +160,7 @@ class PolicyWatcher(Generic[P]):
         "_policy",
         "_rejections",
         "_reloads",
+        "_stopped",
         "_subscribers",
         "_task_group",
     )
@@ -163,6 +225,7 @@ class PolicyWatcher(Generic[P]):
         self._reloads = 0
         self._rejections = 0
         self._changed: anyio.Event | None = None  # created by the first waiter
+        self._stopped = False  # run() has ended: no change can come any more
         self._task_group: TaskGroup | None = None
 
     # -- state ------------------------------------------------------------------------
@@ -201,8 +264,10 @@ class PolicyWatcher(Generic[P]):
         unsubscribes.
 
         Callbacks run in the watcher's task and should be quick (resize a limit, set a
-        rate). An exception from a callback is logged and does not stop the watcher or
-        the other callbacks.
+        rate). An :class:`Exception` from a callback is logged and does not stop the
+        watcher or the other callbacks. Anything else (``KeyboardInterrupt``,
+        ``SystemExit``, a cancellation) is not swallowed: the new policy stays in force,
+        waiters are woken, and it propagates out of :meth:`check` and the watcher's task.
         """
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
@@ -220,18 +285,20 @@ class PolicyWatcher(Generic[P]):
         """
         Read the file once and swap in a new policy if it changed and loads.
 
-        Returns whether a new policy was swapped in. It never raises for a bad document
-        once a policy is in force; the problem goes to :attr:`last_error`, the log and
-        ``on_error``. This is the whole polling step, usable without an event loop.
+        Returns whether a new policy was swapped in. It never raises for a bad file once
+        a policy is in force, whatever is wrong with it (unreadable, vanished, a
+        directory, not UTF-8, nested too deep...); nor when ``load`` raises an
+        :class:`Exception` of its own (it becomes the :class:`ConfigError`'s cause). The
+        problem goes to :attr:`last_error`, the log and ``on_error``. This is the whole
+        polling step, usable without an event loop.
         """
         self._checks += 1
         try:
-            data = self._path.read_bytes()
-        except OSError as exc:
-            error = ConfigError(f"cannot read {self._path}: {exc.strerror or exc}")
-            if self._last_data is None and str(error) == str(self._last_error):
+            data = read_policy_file(self._path)
+        except ConfigError as unreadable:
+            if self._last_data is None and str(unreadable) == str(self._last_error):
                 return False  # the same read failure as on the last poll: reported already
-            self._reject(None, error)
+            self._reject(None, unreadable)
             return False
         if data == self._last_data:
             return False  # unchanged: already in force, or already rejected
@@ -239,6 +306,11 @@ class PolicyWatcher(Generic[P]):
             policy = self._load(data)
         except ConfigError as exc:
             self._reject(data, exc)
+            return False
+        except Exception as exc:  # a loader's own failure: this file is not usable either
+            failed = ConfigError(f"{self._path}: the loader failed: {type(exc).__name__}: {exc}")
+            failed.__cause__ = exc
+            self._reject(data, failed)
             return False
         self._last_data = data
         self._last_error = None
@@ -252,17 +324,25 @@ class PolicyWatcher(Generic[P]):
         kept = "keeping the last good policy" if self._policy is not None else "no policy yet"
         logger.warning("%s rejected (%s): %s", self._path, kept, error)
         if self._on_error is not None:
-            self._on_error(error)
+            try:
+                self._on_error(error)
+            except Exception:
+                logger.exception("%s: the on_error callback %r failed", self._path, self._on_error)
 
     def _swap(self, policy: Any) -> None:
         self._policy = policy
         self._reloads += 1
         logger.info("%s: new policy in force", self._path)
-        for callback in list(self._subscribers):
-            try:
-                callback(policy)
-            except Exception:
-                logger.exception("policy subscriber %r failed", callback)
+        try:
+            for callback in list(self._subscribers):
+                try:
+                    callback(policy)
+                except Exception:
+                    logger.exception("policy subscriber %r failed", callback)
+        finally:  # wake the waiters even when a callback raises a BaseException
+            self._wake()
+
+    def _wake(self) -> None:
         changed, self._changed = self._changed, None
         if changed is not None:
             changed.set()
@@ -270,10 +350,21 @@ class PolicyWatcher(Generic[P]):
     # -- async use ----------------------------------------------------------------------
 
     async def wait_for_change(self) -> P:
-        """Wait until the next new policy is swapped in, and return it."""
+        """
+        Wait until the next new policy is swapped in, and return it.
+
+        Raises :class:`RuntimeError` if the watcher's task has ended (or ends while
+        waiting), since no change can come any more: nothing waits forever on a watcher
+        that stopped, whatever stopped it.
+        """
+        if self._stopped:
+            raise RuntimeError(f"the PolicyWatcher for {self._path} has stopped")
+        reloads = self._reloads
         if self._changed is None:
             self._changed = anyio.Event()
         await self._changed.wait()
+        if self._reloads == reloads:
+            raise RuntimeError(f"the PolicyWatcher for {self._path} stopped")
         return self.policy
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -282,12 +373,19 @@ class PolicyWatcher(Generic[P]):
 
         With ``task_group.start(watcher.run)``, the start completes once the first
         policy is in force (or raises its :class:`ConfigError` if there is no fallback).
+        A bad file never ends it; a :class:`BaseException` from ``load``, ``on_error``
+        or a subscriber does, propagating from here once waiters are woken.
         """
-        self._load_initial()
-        task_status.started()
-        while True:
-            await anyio.sleep(self._interval)
-            self.check()
+        self._stopped = False
+        try:
+            self._load_initial()
+            task_status.started()
+            while True:
+                await anyio.sleep(self._interval)
+                self.check()
+        finally:
+            self._stopped = True
+            self._wake()
 
     def _load_initial(self) -> None:
         if self._policy is not None:
