@@ -383,3 +383,38 @@ def test_check_without_a_loop_propagates_base_exceptions(tmp_path: Path) -> None
     assert watcher.check() is False  # on_error raised RuntimeError: logged, not raised
     assert len(calls) == 1
     assert watcher.policy.resolve({}).value == 5
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("at", [0.0, 0.5, 1.0, 2.5])
+async def test_cancelled_at_any_moment_then_entered_again(tmp_path: Path, at: float) -> None:
+    """Cancelling the scope around the watcher at any moment (before, at and between polls,
+    with a change pending) stops it cleanly; waiters are told; entering again restarts it."""
+    path = tmp_path / "cfg.json"
+    path.write_text(doc(2))
+    watcher = PolicyWatcher(path, interval=1)
+    outcome: list[str] = []
+
+    async def waiter() -> None:
+        try:
+            await watcher.wait_for_change()
+            outcome.append("changed")
+        except RuntimeError:
+            outcome.append("stopped")
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:  # its exit waits for the waiter
+            with anyio.move_on_after(at) as scope:
+                async with watcher:
+                    tg.start_soon(waiter)
+                    path.write_text(doc(3) if at >= 2 else doc(2))
+                    await anyio.sleep(10)
+        assert scope.cancelled_caught
+        # The waiter has ended: told of the change, or of the stop (at 0 the body never ran).
+        assert outcome == {0.0: [], 0.5: ["stopped"], 1.0: ["stopped"], 2.5: ["changed"]}[at]
+        with pytest.raises(RuntimeError, match="has stopped"):
+            await watcher.wait_for_change()
+        assert watcher.policy.resolve({}).value == (3 if at >= 2 else 2)
+        path.write_text(doc(4))
+        async with watcher:  # a stopped watcher can be entered again
+            assert (await watcher.wait_for_change()).resolve({}).value == 4
