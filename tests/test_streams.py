@@ -79,10 +79,11 @@ async def test_receive_asks_for_at_most_one_burst_and_charges_what_arrived() -> 
     from anyio.streams.buffered import BufferedByteReceiveStream
 
     buffered = BufferedByteReceiveStream(receive)
-    limiter = RateLimiter(1e6, burst=100, full=True)
+    limiter = RateLimiter(1e4, burst=100, full=True)  # a burst above a millisecond's 10 B
     stream = ThrottledByteStream(StapledByteStream(send, buffered), receive_limiter=limiter)  # type: ignore[arg-type]
     await send.send(b"x" * 250)
-    got = [await stream.receive(4096) for _ in range(3)]
+    with anyio.fail_after(10):
+        got = [await stream.receive(4096) for _ in range(3)]
     assert [len(g) for g in got] == [100, 100, 50]
     assert limiter.statistics().total_granted == 250
     await stream.aclose()
@@ -153,6 +154,28 @@ def test_writer_cuts_writes_into_bursts() -> None:
     assert sink.getvalue() == DATA
     assert sizes == [4096, 4096, 2048]
     assert limiter.statistics().total_granted == len(DATA)
+
+
+def test_a_tiny_burst_at_a_high_rate_costs_no_call_per_byte() -> None:
+    """
+    At 1 GB/s with a burst of one byte, a 64 KiB write goes out whole (a millisecond of
+    the rate is a megabyte), not as 65,536 one-byte writes each charged on its own.
+    """
+    sizes: list[int] = []
+
+    class Sink(io.BytesIO):
+        def write(self, data: object) -> int:
+            sizes.append(len(data))  # type: ignore[arg-type]
+            return super().write(data)  # type: ignore[arg-type]
+
+    limiter = RateLimiter("1GB/s", burst=1)
+    data = bytes(65536) * 20  # 1.3 MB: two pieces of a millisecond and the rest
+    with ThrottledWriter(Sink(), limiter) as writer:  # type: ignore[arg-type]
+        assert writer.write(data) == len(data)
+    assert sizes == [1_000_000, len(data) - 1_000_000]
+    assert limiter.statistics().total_granted == len(data)
+    reader = ThrottledReader(io.BytesIO(data), limiter)  # type: ignore[arg-type]
+    assert len(reader.read(len(data))) == 1_000_000
 
 
 def test_reader_read_all_and_limits_to_the_rate() -> None:

@@ -1,62 +1,85 @@
 """
 RateLimiter: one token bucket shared by tasks (asyncio or trio) and threads.
 
-All decisions are made by the sans-I/O :class:`~throttlekit._bucket.TokenBucket`; this
-module reads clocks, sleeps, wakes and keeps the line of waiters.
+All decisions are made by the sans-I/O :class:`~throttlekit._bucket.TokenBucket` (the
+bucket and its line of waiters, served in turns of at most one burst); this module reads
+clocks, sleeps and wakes.
 
 How waiting works, and why:
 
-* **Reserve on arrival, FIFO by construction.** A waiter that cannot pass at once reserves
-  its amount in the bucket (into debt) and joins the line. Its deadline is when the bucket
-  will have earned everything reserved up to and including it, so each waiter sleeps
-  until its own moment: about one wake-up per grant, no polling, no thundering herd.
-* **Only the head is timed exactly.** The head's deadline is recomputed whenever anything
-  changes (a refund, a new rate, a schedule boundary); waiters behind it slept with the
-  deadline they had when they arrived, which is exact unless something changed, and are
-  re-timed when they reach the head. So a cancelled waiter costs no wake-ups of others.
+* **One timer, for the next waiter due.** The bucket knows who will be done next and
+  when; only that waiter sleeps until an exact moment. A request of at most one burst
+  learns its moment when it joins the line (later arrivals cannot delay it) and sleeps
+  until then; a larger request, whose later turns wait for those who come after it,
+  sleeps until it is the next due. So a grant costs about one wake-up, whatever its size,
+  with no polling and no thundering herd.
+* **Anything that changes the line re-times the next due.** A refund, a new rate or
+  burst, or a schedule boundary recomputes it and wakes it if it sleeps too long; a waiter
+  that wakes early (its moment moved later) goes back to sleep until it is due.
 * **Cancellation refunds.** A waiter that leaves the line (cancelled, or granted but
-  cancelled before it could return) gives its amount back, and the head is re-timed so
-  the capacity is not lost.
-* **One lock per tree.** A limiter and all its descendants share one ``threading.Lock``,
-  held only for the arithmetic, never across a wait; so tasks and threads share one budget
-  and a chain of limiters is charged consistently.
+  cancelled before it could return) gives back what it was not yet served.
+* **One lock and one timeline per tree.** A limiter and all its descendants share one
+  ``threading.Lock``, held only for the arithmetic, never across a wait, and one
+  :class:`Timeline`: so tasks and threads share one budget, and a chain of limiters is
+  charged consistently.
+
+The clocks rule (which clock a limiter follows):
+
+* ``clock=`` given: that clock, for every task and thread, always.
+* Otherwise :func:`time.monotonic`, for threads and for tasks on runtimes whose clock is
+  real time: asyncio's own event loops (and uvloop), and trio's default clock (which is
+  real time plus a random offset: reading the monotonic clock instead makes the offset
+  irrelevant). Every runtime then shares one timeline, whatever the mix.
+* A task on a runtime with a clock of its own (a virtual clock in tests: trio's
+  ``MockClock``, :class:`~throttlekit.testing.VirtualTimeEventLoop`, or any other loop or
+  trio clock) makes the whole tree follow that clock from then on, so virtual time is
+  exact; threads then read it too, as long as that runtime runs. A task on a real-time
+  runtime, or a thread once the virtual run has ended, switches the tree back to the
+  monotonic clock. Each switch continues the timeline from where it was, so time never
+  jumps; sharing one limiter between a virtual-time runtime and real-time code at the
+  same moment is not meaningful (it follows whichever used it last).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import math
 import sys
 import threading
 import time
-from collections import deque
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Final, final
+from typing import Any, Final, final
 
 import anyio
 import anyio.lowlevel
 from attrs import frozen
 
-from ._bucket import TokenBucket, pieces
+from ._bucket import EPS, Ticket, TokenBucket
 from ._schedule import Schedule
 from ._units import Rate, check_rate_number
 
-__all__ = ["RateLimiter", "RateLimiterStatistics"]
+__all__ = ["RateLimiter", "RateLimiterStatistics", "Timeline"]
 
-# Deadlines closer than this (seconds) count as reached: float rounding must not cost an
-# extra wake-up.
-_EPS: Final = 1e-9
-# A clock that jumps back by more than this is a different clock (another event loop, or
-# threads next to trio's offset clock); time continues from where it was.
-_JUMP: Final = 1.0
 _DEFAULT_BURST: Final = timedelta(seconds=0.1)
-
-# Clock sources, each with its own offset onto the limiter's timeline.
-_CLOCK, _ASYNCIO, _TRIO, _OTHER_LOOP, _THREAD = range(5)
+# The longest single sleep: a waiter whose moment is further away (a huge amount) looks
+# again then. Threads could not sleep longer (threading.TIMEOUT_MAX) anyway.
+_MAX_SLEEP: Final = 86400.0
+# A schedule whose next change is not later than now (a bug in it) is asked again this
+# many seconds later, rather than being applied over and over.
+_RECHECK: Final = 1.0
+# Schedule boundaries applied one by one at most; more (a long suspension) catch up at once.
+_MAX_SWITCHES: Final = 64
 
 RateSpec = Rate | Schedule | str | float
+
+_get_running_loop = asyncio._get_running_loop
+_current_task = asyncio.current_task
+_BASE_LOOP_TIME: Final = asyncio.BaseEventLoop.time
+_REAL_LOOP_MODULES: Final = frozenset({"uvloop", "winloop"})
 
 
 def _wall_now() -> datetime:
@@ -101,9 +124,9 @@ class RateLimiterStatistics:
     A snapshot of a :class:`RateLimiter`, from :meth:`RateLimiter.statistics`.
 
     ``tokens`` is the credit at the moment of the snapshot: negative while waiters are in
-    line (what they reserved and have not yet earned). ``total_granted`` counts amounts
-    granted (net of refunds) and ``total_waited`` the seconds waiters spent in line,
-    summed over waiters.
+    line (what they asked for and have not been served yet). ``total_granted`` counts
+    amounts granted (net of refunds) and ``total_waited`` the seconds waiters spent in
+    line, summed over waiters.
     """
 
     rate: Rate
@@ -114,55 +137,176 @@ class RateLimiterStatistics:
     total_waited: float
 
 
+# -- time ------------------------------------------------------------------------------------
+
+
+@final
+class Timeline:
+    """
+    One limiter tree's time, read from whichever clock it follows at the moment: the
+    sans-I/O part of the clocks rule (see the module docstring).
+
+    :meth:`at` turns a reading of the clock followed into time on the line, which never
+    goes back. :meth:`follow` switches to another clock, continuing from where the line
+    was, so the line advances exactly as the clock followed and never jumps: joining two
+    clocks with different origins (trio's offset clock and the monotonic clock, or two
+    virtual clocks) can neither grant idle time that never passed nor take it back.
+
+    >>> line = Timeline()
+    >>> line.at(100.0), line.at(101.5)        # the first clock: its own origin
+    (100.0, 101.5)
+    >>> line.follow(7.0, old=102.0)           # another clock reads 7.0 when the first reads 102.0
+    102.0
+    >>> line.at(8.0)                          # one second later on the new clock
+    103.0
+    """
+
+    __slots__ = ("last", "offset")
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.last = -math.inf
+
+    def at(self, raw: float) -> float:
+        """``raw``, read from the clock followed, as time on the line (never going back)."""
+        now = raw + self.offset
+        if now > self.last:
+            self.last = now
+            return now
+        return self.last
+
+    def follow(self, raw: float, *, old: float | None) -> float:
+        """
+        Follow a new clock that reads ``raw`` now; ``old`` is the previous clock's reading
+        at the same moment (``None`` if it cannot be read), so the time that passed on it
+        since the last reading counts. Returns the time on the line now.
+        """
+        if old is not None:
+            self.at(old)
+        if self.last == -math.inf:
+            self.offset = 0.0
+            self.last = raw
+        else:
+            self.offset = self.last - raw
+        return self.last
+
+
+def _loop_is_real(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether an asyncio loop's clock is the monotonic clock (asyncio's own, uvloop)."""
+    cls = type(loop)
+    return (
+        getattr(cls, "time", None) is _BASE_LOOP_TIME
+        or cls.__module__.partition(".")[0] in _REAL_LOOP_MODULES
+    )
+
+
+def _trio_clock_is_real(clock: object) -> bool:
+    """Whether a trio run's clock is trio's default one (real time plus an offset)."""
+    cls = type(clock)
+    return cls.__name__ == "SystemClock" and cls.__module__.startswith("trio.")
+
+
+def _trio_run_alive() -> Callable[[], bool]:
+    """A test of whether the current trio run is still going, usable from any thread."""
+    import trio
+
+    coro = trio.lowlevel.current_root_task().coro  # type: ignore[union-attr]
+    ref = weakref.ref(coro)
+
+    def alive() -> bool:
+        c = ref()
+        return c is not None and inspect.getcoroutinestate(c) != inspect.CORO_CLOSED
+
+    return alive
+
+
 class _Tree:
     """What a limiter shares with its ancestors and descendants: one lock, one timeline."""
 
-    __slots__ = ("clock", "last", "lock", "shift")
+    __slots__ = ("alive", "clock", "lock", "loop", "owner", "read", "timeline", "trio_clock")
 
     def __init__(self, clock: Callable[[], float] | None) -> None:
         self.lock = threading.Lock()
         self.clock = clock
-        self.shift = [0.0] * 5
-        self.last = -math.inf
+        self.timeline = Timeline()
+        # The clock followed: clock= if given, else monotonic or a runtime's own clock.
+        self.read: Callable[[], float] = time.monotonic if clock is None else clock
+        self.owner: object = None  # the loop or trio clock whose clock is followed
+        self.alive: Callable[[], bool] | None = None  # whether ``owner`` still runs
+        self.loop: object = None  # the asyncio loop last seen, known to agree with read
+        self.trio_clock: object = None  # likewise for trio
 
-    def stamp(self, raw: float, source: int) -> float:
-        """``raw`` from ``source`` on the shared timeline; call with the lock held."""
-        now = raw + self.shift[source]
-        if now >= self.last:
-            self.last = now
-        elif now < self.last - _JUMP:
-            self.shift[source] += self.last - now
-            now = self.last
-        return now
+    def now(self) -> float:
+        """The time on the line, for the calling task or thread; call with the lock held."""
+        if self.clock is None:
+            loop = _get_running_loop()
+            if loop is not None:
+                if loop is not self.loop:
+                    self.enter_loop(loop)
+            else:
+                trio = sys.modules.get("trio")
+                clock = None
+                if trio is not None:
+                    with contextlib.suppress(RuntimeError):
+                        clock = trio.lowlevel.current_clock()
+                if clock is not None:
+                    if clock is not self.trio_clock:
+                        self.enter_trio(clock)
+                elif self.alive is not None and not self.alive():
+                    self.follow(None, time.monotonic, None)  # the virtual run has ended
+        return self.timeline.at(self.read())
 
-    def read(self) -> tuple[float, int]:
-        """The raw time and its source, from whatever context we are called in."""
-        if self.clock is not None:
-            return self.clock(), _CLOCK
+    def enter_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A task on ``loop`` reads the time: follow its clock if it has its own."""
+        if _loop_is_real(loop):
+            if self.owner is not None:
+                self.follow(None, time.monotonic, None)
+        elif self.owner is not loop:
+            self.follow(loop, loop.time, loop.is_running)
+        self.loop = loop
+
+    def enter_trio(self, clock: Any) -> None:
+        """A trio task reads the time: follow the run's clock if it is not real time."""
+        if _trio_clock_is_real(clock):
+            if self.owner is not None:
+                self.follow(None, time.monotonic, None)
+        elif self.owner is not clock:
+            self.follow(clock, clock.current_time, _trio_run_alive())
+        self.trio_clock = clock
+
+    def follow(
+        self, owner: object, read: Callable[[], float], alive: Callable[[], bool] | None
+    ) -> None:
+        old: float | None
         try:
-            return asyncio.get_running_loop().time(), _ASYNCIO
-        except RuntimeError:
-            pass
-        trio = sys.modules.get("trio")
-        if trio is not None:
-            try:
-                return trio.current_time(), _TRIO
-            except RuntimeError:
-                pass
-        return time.monotonic(), _THREAD
+            old = self.read()
+        except Exception:  # a clock that can no longer be read: continue from the last
+            old = None
+        self.timeline.follow(read(), old=old)
+        self.read, self.owner, self.alive = read, owner, alive
+        self.loop = self.trio_clock = None
 
 
-class _Waiter:
+# -- waking ------------------------------------------------------------------------------
+
+
+class _Waiter(Ticket):
     """One caller in line at one limiter."""
 
-    __slots__ = ("amount", "granted", "signal", "since", "wake_at")
+    __slots__ = ("signal", "since", "wake_at")
 
     def __init__(self, amount: float, now: float, signal: _Signal) -> None:
-        self.amount = amount
+        super().__init__(amount)
         self.since = now
         self.wake_at = math.inf
-        self.granted = False
         self.signal = signal
+
+
+def _sleep_for(seconds: float) -> float:
+    """A sleep that every runtime accepts: huge finite waits are taken a day at a time."""
+    if seconds > _MAX_SLEEP and seconds != math.inf:
+        return _MAX_SLEEP
+    return max(seconds, 0.0)
 
 
 class _Signal:
@@ -187,7 +331,7 @@ class _ThreadSignal(_Signal):
         self.event.clear()
 
     def wait(self, timeout: float) -> None:
-        self.event.wait(None if math.isinf(timeout) else max(timeout, 0.0))
+        self.event.wait(None if math.isinf(timeout) else timeout)
 
     def fire(self) -> None:
         self.event.set()
@@ -269,10 +413,8 @@ class _TrioSignal(_Signal):
 
 
 def _task_signal() -> _AsyncioSignal | _TrioSignal:
-    try:
-        return _AsyncioSignal(asyncio.get_running_loop())
-    except RuntimeError:
-        return _TrioSignal()
+    loop = _get_running_loop()
+    return _TrioSignal() if loop is None else _AsyncioSignal(loop)
 
 
 def _fire(waiters: Iterable[_Waiter], skip: _Waiter | None = None) -> None:
@@ -281,16 +423,88 @@ def _fire(waiters: Iterable[_Waiter], skip: _Waiter | None = None) -> None:
             w.signal.fire()
 
 
-def _find_asyncio_checkpoint() -> Callable[[], Awaitable[None]]:
-    """anyio's own checkpoint_if_cancelled, minus finding out which loop we run on."""
-    get_backend = getattr(anyio.lowlevel, "get_async_backend", None)
-    if get_backend is None:  # pragma: no cover - an anyio without it: the public way
-        return anyio.lowlevel.checkpoint_if_cancelled
-    checkpoint: Callable[[], Awaitable[None]] = get_backend("asyncio").checkpoint_if_cancelled
-    return checkpoint
+# -- cancellation points -----------------------------------------------------------------
 
 
-_asyncio_checkpoint: Callable[[], Awaitable[None]] | None = None
+class _AnyioScopes:
+    """
+    A cheap answer to "could an anyio cancel scope cancel the current asyncio task?".
+
+    anyio's own ``checkpoint_if_cancelled`` answers it by looking the task up in a weak
+    dictionary, which raises and catches KeyError for every task anyio does not manage (a
+    plain ``asyncio.run``), and costs more than a whole uncontended acquire. Here the same
+    walk up the task's scopes is done inline, and anyio's checkpoint is awaited only when
+    a scope is cancelled, so anyio still delivers the cancellation its way. If anyio's
+    internals ever differ from what is checked here, every acquire simply takes anyio's
+    public checkpoint.
+    """
+
+    __slots__ = ("checkpoint", "data", "exact")
+
+    def __init__(self) -> None:
+        self.checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint_if_cancelled
+        # anyio's per-task states; while it is empty, no task has an anyio scope. If
+        # anyio's internals are not what this expects, it stays non-empty and inexact:
+        # every acquire then asks anyio.
+        self.data: dict[Any, Any] = {None: None}
+        self.exact = False
+        try:
+            from anyio._backends import _asyncio as backend
+
+            self.checkpoint = backend.AsyncIOBackend.checkpoint_if_cancelled
+            data = getattr(backend._task_states, "data", None)
+            scope = backend.CancelScope()
+            names = ("_cancel_called", "_shield", "_parent_scope")
+            if isinstance(data, dict) and all(hasattr(scope, name) for name in names):
+                self.data, self.exact = data, True
+        except (ImportError, AttributeError):  # pragma: no cover - another anyio
+            pass
+
+    def cancelled(self, task: asyncio.Task[Any]) -> bool:
+        """Whether a scope around ``task`` has been cancelled (not shielded from it)."""
+        if not self.exact:
+            return True  # cannot tell: let anyio check
+        data = self.data
+        if not data:
+            return False  # anyio manages no task at all
+        state = data.get(weakref.ref(task))
+        if state is None:
+            return False
+        scope = state.cancel_scope
+        while scope is not None:
+            if scope._cancel_called:
+                return True
+            if scope._shield:
+                return False
+            scope = scope._parent_scope
+        return False
+
+
+_scopes: _AnyioScopes | None = None
+
+
+def _load_scopes() -> _AnyioScopes:
+    global _scopes
+    _scopes = _AnyioScopes()
+    return _scopes
+
+
+async def _asyncio_cancel_point(task: asyncio.Task[Any]) -> None:
+    """Raise the cancellation pending for ``task``: a ``task.cancel()`` or an anyio scope."""
+    if getattr(task, "_must_cancel", False):
+        await asyncio.sleep(0)  # delivers the pending task.cancel()
+    await (_scopes or _load_scopes()).checkpoint()
+
+
+async def _other_cancel_point() -> None:
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+    else:  # pragma: no cover - anyio runs on asyncio and trio only
+        await anyio.lowlevel.checkpoint_if_cancelled()
+
+
+# -- the limiter -------------------------------------------------------------------------
 
 
 @final
@@ -308,12 +522,18 @@ class RateLimiter:
     >>> limiter.statistics().total_granted
     65536.0
 
-    **What it guarantees.** Over any interval, the amount granted is at most ``rate x
-    interval + burst``, and with callers always waiting it is the rate exactly. Waiters are
-    served first come, first served; a large request is never starved by a stream of small
-    ones, and any amount works (more than the burst is served in burst-sized pieces, so no
-    single burst exceeds it). Waiting is a sleep until the waiter's own moment: no polling.
-    Cancelling a waiter (a timeout) gives back what it reserved, so others lose nothing.
+    **What it guarantees.** Over any interval, the limiter serves at most ``rate x
+    interval + burst``, and with callers always waiting it is the rate exactly. Waiters
+    are served in turns of at most one burst, in order of arrival: requests up to the
+    burst are first come, first served; a larger one takes one burst per turn and goes
+    back in line, so it neither starves nor is starved by small ones, and while several
+    wait each gets the same share. It is handed out whole once all of it has been served
+    (so ``acquire`` of more than the burst returns after about ``(amount - burst) / rate``
+    seconds, and what it releases counts against that time). Any finite amount works, at
+    the same cost as a small one: no pieces, no per-burst wake-ups, constant memory; an
+    amount too large ever to be served (``1e300``) simply waits, cancellable. Waiting is a
+    sleep until the waiter's own moment: no polling. Cancelling a waiter (a timeout) gives
+    back what it had not been served, so others lose nothing.
 
     **Arguments.** ``rate``: a :class:`Rate`, rate text (``"80Mbit/s"``), a number of
     units per second, or a :class:`Schedule` (also as text: ``"08:00,1MiB/s 18:00,off"``).
@@ -323,7 +543,8 @@ class RateLimiter:
     burst instead of empty. ``parent``: a limiter every acquire is also charged to, so a
     chain (stream < job < host < site) keeps each level under its own rate and the children
     together under the parent's. ``clock``: a function returning seconds, for threads in
-    tests; by default the event loop's clock in tasks and :func:`time.monotonic` in threads.
+    tests; by default :func:`time.monotonic`, or the event loop's clock when it keeps
+    virtual time (see "Clocks" in the throttle docs).
 
     **Three ways in.** ``await acquire(n)`` in tasks, ``acquire_blocking(n)`` in threads,
     and ``acquire_nowait(n)``, which raises :class:`anyio.WouldBlock` instead of waiting.
@@ -340,8 +561,6 @@ class RateLimiter:
         "_chain",
         "_granted",
         "_parent",
-        "_queue",
-        "_queued",
         "_rate",
         "_schedule",
         "_switch_at",
@@ -377,18 +596,16 @@ class RateLimiter:
             self._tree = _Tree(clock)
         self._parent = parent
         self._chain: tuple[RateLimiter, ...] = (self, *(parent._chain if parent else ()))
-        self._queue: deque[_Waiter] = deque()
-        self._queued = 0.0
         self._granted = 0.0
         self._waited = 0.0
         self._schedule: Schedule | None = None
         self._switch_at = math.inf
         self._wall_anchor: tuple[datetime, float] | None = None
         with self._tree.lock:
-            now = self._tree.stamp(*self._tree.read())
+            now = self._tree.now()
             current = self._adopt(spec, now)
             self._rate = current
-            self._bucket = TokenBucket(
+            self._bucket: TokenBucket[_Waiter] = TokenBucket(
                 current.per_second, self._effective_burst(current), now, full=full
             )
 
@@ -412,22 +629,37 @@ class RateLimiter:
         return self._scheduled_rate(now)
 
     def _scheduled_rate(self, now: float) -> Rate:
-        """The schedule's rate at ``now``, and when to look again."""
+        """The schedule's rate at ``now``, and when to look again (always later than now)."""
         assert self._schedule is not None
         assert self._wall_anchor is not None
         wall0, mono0 = self._wall_anchor
         wall = wall0 + timedelta(seconds=now - mono0)
         change = self._schedule.next_change(wall)
-        self._switch_at = math.inf if change is None else now + (change - wall).total_seconds()
+        if change is None:
+            self._switch_at = math.inf
+        else:
+            ahead = (change - wall).total_seconds()
+            # A schedule must answer with a later moment; if it does not, ask it again
+            # a little later instead of switching over and over at the same instant.
+            self._switch_at = now + (ahead if ahead > EPS else _RECHECK)
         return self._schedule.rate_at(wall)
 
-    def _apply(self, rate: Rate, now: float) -> list[_Waiter]:
-        """Switch to ``rate`` from ``now`` and re-time the line; call with the lock held."""
+    def _set_rate(self, rate: Rate, now: float) -> None:
+        """Switch the bucket to ``rate`` from ``now``; lock held."""
         self._rate = rate
         # Burst first: leaving an unlimited rate must cap the (infinite) credit at once.
         self._bucket.set_burst(self._effective_burst(rate), now)
         self._bucket.set_rate(rate.per_second, now)
-        return self._poll(now)
+
+    def _switch(self, now: float) -> None:
+        """Apply every schedule boundary passed by ``now``, each at its own moment."""
+        for _ in range(_MAX_SWITCHES):
+            if self._switch_at > now + EPS:
+                return
+            at = min(self._switch_at, now)
+            self._set_rate(self._scheduled_rate(at), at)
+        # Too many at once (a long suspension): catch up at now; the next is later.
+        self._set_rate(self._scheduled_rate(now), now)
 
     @property
     def rate(self) -> Rate:
@@ -436,8 +668,7 @@ class RateLimiter:
         :class:`Schedule` to change it live; waiters are re-timed at once.
         """
         with self._tree.lock:
-            now = self._tree.stamp(*self._tree.read())
-            fire = self._poll(now)
+            fire = self._sync(self._tree.now())
             rate = self._rate
         _fire(fire)
         return rate
@@ -446,8 +677,10 @@ class RateLimiter:
     def rate(self, value: RateSpec) -> None:
         spec = _coerce_rate(value)
         with self._tree.lock:
-            now = self._tree.stamp(*self._tree.read())
-            fire = self._apply(self._adopt(spec, now), now)
+            now = self._tree.now()
+            fire = self._sync(now)
+            self._set_rate(self._adopt(spec, now), now)
+            fire += self._collect(now)
         _fire(fire)
 
     @property
@@ -464,9 +697,11 @@ class RateLimiter:
     def burst(self, value: float | timedelta) -> None:
         spec = _coerce_burst(value)
         with self._tree.lock:
-            now = self._tree.stamp(*self._tree.read())
+            now = self._tree.now()
+            fire = self._sync(now)
             self._burst_spec = spec
-            fire = self._apply(self._rate, now)
+            self._set_rate(self._rate, now)
+            fire += self._collect(now)
         _fire(fire)
 
     @property
@@ -476,88 +711,103 @@ class RateLimiter:
 
     # -- the line --------------------------------------------------------------------------
 
-    def _poll(self, now: float) -> list[_Waiter]:
+    def _sync(self, now: float) -> list[_Waiter]:
         """
-        Grant every waiter at the head whose moment has come and re-time the new head;
-        returns the waiters to wake. Call with the lock held.
+        Bring the limiter to ``now``: schedule boundaries, grants that are due, the next
+        due waiter re-timed; returns the waiters to wake. Call with the lock held.
         """
-        if now >= self._switch_at - _EPS:
-            return self._apply(self._scheduled_rate(now), now)
-        fire: list[_Waiter] = []
-        queue = self._queue
-        while queue:
-            head = queue[0]
-            rest = self._queued - head.amount if len(queue) > 1 else 0.0
-            delay = self._bucket.delay(now, excluding=rest)
-            if delay <= _EPS:
-                queue.popleft()
-                self._queued = rest
-                head.granted = True
-                self._granted += head.amount
-                self._waited += now - head.since
-                fire.append(head)
-                continue
-            wake_at = min(now + delay, self._switch_at)
-            if wake_at < head.wake_at - _EPS:
-                fire.append(head)  # it sleeps too long: wake it to sleep less
-            head.wake_at = wake_at
-            break
+        if now >= self._switch_at - EPS:
+            self._switch(now)
+        return self._collect(now)
+
+    def _collect(self, now: float) -> list[_Waiter]:
+        """Grants since the last look, and the next due waiter re-timed; lock held."""
+        bucket = self._bucket
+        fire = bucket.poll(now)
+        for w in fire:
+            self._granted += w.amount
+            self._waited += now - w.since
+        due = bucket.next_due(now)
+        if due is not None:
+            w, seconds = due
+            wake_at = now + seconds
+            if wake_at > self._switch_at:
+                wake_at = self._switch_at
+            if wake_at < w.wake_at - EPS:
+                fire.append(w)  # it sleeps too long: wake it to sleep less
+            w.wake_at = wake_at
         return fire
 
     def _try_take(self, amount: float, now: float) -> bool:
         """Take ``amount`` along the whole chain if every level has it now; lock held."""
         chain = self._chain
         for level in chain:
-            if level._switch_at <= now + _EPS:
-                _fire(level._poll(now))  # a schedule boundary has passed
-            if level._queue or level._bucket.credit(now) < amount:
+            if now >= level._switch_at - EPS or level._bucket.waiting:
+                _fire(level._sync(now))
+            if level._bucket.available(now) < amount:
                 return False
         for level in chain:
             level._bucket.try_take(amount, now)
             level._granted += amount
         return True
 
-    def _join(self, amount: float, now: float, signal: _Signal) -> _Waiter:
-        """Reserve ``amount`` here and join the line (or pass at once); lock held."""
-        w = _Waiter(amount, now, signal)
-        if not self._queue and self._switch_at > now + _EPS and self._bucket.try_take(amount, now):
-            w.granted = True
-            self._granted += amount
-            return w
-        self._bucket.reserve(amount, now)
-        self._queue.append(w)
-        self._queued += amount
-        w.wake_at = min(now + self._bucket.delay(now), self._switch_at)
-        _fire(self._poll(now), skip=w)
-        return w
-
-    def _woken(self, w: _Waiter, now: float) -> list[_Waiter]:
-        """After ``w`` woke up: grant what is due, and tell ``w`` how long to sleep on."""
-        fire = self._poll(now)
-        if not w.granted and w is not self._queue[0] and w.wake_at <= now + _EPS:
-            w.wake_at = math.inf  # not the head yet: the head's grant will wake it
-        return fire
-
-    def _leave(self, w: _Waiter, now: float) -> list[_Waiter]:
-        """``w`` gives up (cancelled): refund what it reserved or was granted; lock held."""
-        if w.granted:
-            self._granted -= w.amount
-        else:
-            self._queue.remove(w)
-            self._queued = self._queued - w.amount if self._queue else 0.0
-            self._waited += now - w.since
-        self._bucket.refund(w.amount, now)
-        return self._poll(now)
-
     def _refund_granted(self, amount: float) -> None:
         """Give back ``amount`` granted here but not used (a later level was cancelled)."""
         tree = self._tree
         with tree.lock:
-            now = tree.stamp(*tree.read())
+            now = tree.now()
+            fire = self._sync(now)
             self._granted -= amount
             self._bucket.refund(amount, now)
-            fire = self._poll(now)
+            fire += self._collect(now)
         _fire(fire)
+
+    # The waiting loop, in steps shared by tasks and threads; only the sleep differs.
+
+    def _enter(self, amount: float, signal: _Signal) -> _Waiter:
+        tree = self._tree
+        with tree.lock:
+            now = tree.now()
+            fire = self._sync(now)
+            w = _Waiter(amount, now, signal)
+            seconds = self._bucket.enter(w, now)
+            w.wake_at = min(now + seconds, self._switch_at)
+            fire += self._collect(now)
+        _fire(fire, skip=w)
+        return w
+
+    def _next_sleep(self, w: _Waiter, signal: _Signal) -> float | None:
+        """How long ``w`` sleeps next, or None once it is granted."""
+        tree = self._tree
+        with tree.lock:
+            if w.done:
+                return None
+            signal.arm()
+            return _sleep_for(w.wake_at - tree.now())
+
+    def _after_sleep(self, w: _Waiter) -> None:
+        tree = self._tree
+        with tree.lock:
+            now = tree.now()
+            fire = self._sync(now)
+            if not w.done and w.wake_at <= now + EPS:
+                w.wake_at = math.inf  # not due yet: whoever makes it due will wake it
+        _fire(fire, skip=w)
+
+    def _abandon(self, w: _Waiter) -> None:
+        """``w`` gives up (cancelled): give back what it was not served, or its grant."""
+        tree = self._tree
+        with tree.lock:
+            now = tree.now()
+            fire = self._sync(now)
+            if w.done:  # granted, but cancelled before it could return
+                self._granted -= w.amount
+                self._bucket.refund(w.amount, now)
+            else:
+                self._bucket.leave(w, now)
+                self._waited += now - w.since
+            fire += self._collect(now)
+        _fire(fire, skip=w)
 
     # -- async -----------------------------------------------------------------------------
 
@@ -565,81 +815,60 @@ class RateLimiter:
         """
         Wait until ``amount`` may pass, and charge it (to every limiter in the chain).
 
-        A cancellation point that does not yield to other tasks when it need not wait. If
-        cancelled while waiting, what it was waiting for is given back (an amount served
-        in several pieces keeps the pieces already granted: that time has passed).
+        A cancellation point (an anyio cancel scope that is cancelled, or a pending
+        ``task.cancel()``, raises before anything is charged) that does not yield to
+        other tasks when it need not wait. If cancelled while waiting, what it had not
+        been served is given back.
         """
         if (amount.__class__ is not int and amount.__class__ is not float) or not (
             0 <= amount < math.inf
         ):
             amount = _check_amount(amount)
         # The fast path is inlined: this runs for every chunk of every stream.
-        global _asyncio_checkpoint  # looked up once, on first use
         tree = self._tree
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            raw, source = tree.read()
-        else:
-            if _asyncio_checkpoint is None:
-                _asyncio_checkpoint = _find_asyncio_checkpoint()
-            await _asyncio_checkpoint()
-            raw, source = (loop.time(), _ASYNCIO) if tree.clock is None else (tree.clock(), _CLOCK)
-        lock = tree.lock
-        lock.acquire()
-        try:
-            now = tree.stamp(raw, source)
-            if self._parent is None:
-                if not self._queue and now < self._switch_at and self._bucket.try_take(amount, now):
-                    self._granted += amount
+        loop = _get_running_loop()
+        if loop is not None:
+            task = _current_task(loop)
+            scopes = _scopes or _load_scopes()
+            if task is not None and (
+                getattr(task, "_must_cancel", False) or (scopes.data and scopes.cancelled(task))
+            ):
+                await _asyncio_cancel_point(task)
+            lock = tree.lock
+            lock.acquire()
+            try:
+                if loop is not tree.loop and tree.clock is None:
+                    tree.enter_loop(loop)
+                timeline = tree.timeline
+                now = tree.read() + timeline.offset
+                if now > timeline.last:
+                    timeline.last = now
+                else:
+                    now = timeline.last
+                if self._parent is None:
+                    if now < self._switch_at and self._bucket.try_take(amount, now):
+                        self._granted += amount
+                        return
+                elif self._try_take(amount, now):
                     return
-            elif amount <= self._bucket.burst and self._try_take(amount, now):
-                return
-        finally:
-            lock.release()
+            finally:
+                lock.release()
+        else:
+            await _other_cancel_point()
+            with tree.lock:
+                now = tree.now()
+                if self._try_take(amount, now):
+                    return
         await self._acquire_slow(amount)
 
     async def _acquire_slow(self, amount: float) -> None:
-        for piece in self._pieces(amount):
-            await self._wait_here(piece)
-            if self._parent is not None:
-                try:
-                    await self._parent._acquire_slow(piece)
-                except BaseException:
-                    self._refund_granted(piece)
-                    raise
-
-    def _pieces(self, amount: float) -> list[float]:
-        return pieces(amount, self._bucket.burst)
-
-    # The waiting loop, in steps shared by tasks and threads; only the sleep differs.
-
-    def _enter(self, amount: float, signal: _Signal) -> _Waiter:
-        tree = self._tree
-        with tree.lock:
-            return self._join(amount, tree.stamp(*tree.read()), signal)
-
-    def _next_sleep(self, w: _Waiter, signal: _Signal) -> float | None:
-        """How long ``w`` sleeps next, or None once it is granted."""
-        tree = self._tree
-        with tree.lock:
-            if w.granted:
-                return None
-            signal.arm()
-            return w.wake_at - tree.stamp(*tree.read())
-
-    def _after_sleep(self, w: _Waiter) -> None:
-        tree = self._tree
-        with tree.lock:
-            fire = self._woken(w, tree.stamp(*tree.read()))
-        _fire(fire, skip=w)
-
-    def _abandon(self, w: _Waiter) -> None:
-        tree = self._tree
-        with tree.lock:
-            fire = self._leave(w, tree.stamp(*tree.read()))
-        _fire(fire, skip=w)
+        await self._wait_here(amount)
+        if self._parent is not None:
+            try:
+                await self._parent._acquire_slow(amount)
+            except BaseException:
+                self._refund_granted(amount)
+                raise
 
     async def _wait_here(self, amount: float) -> None:
         signal = _task_signal()
@@ -664,20 +893,18 @@ class RateLimiter:
         amount = _check_amount(amount)
         tree = self._tree
         with tree.lock:
-            now = tree.stamp(*tree.read())
-            if amount <= self._bucket.burst and self._try_take(amount, now):
+            if self._try_take(amount, tree.now()):
                 return
         self._acquire_slow_blocking(amount)
 
     def _acquire_slow_blocking(self, amount: float) -> None:
-        for piece in self._pieces(amount):
-            self._wait_here_blocking(piece)
-            if self._parent is not None:
-                try:
-                    self._parent._acquire_slow_blocking(piece)
-                except BaseException:
-                    self._refund_granted(piece)
-                    raise
+        self._wait_here_blocking(amount)
+        if self._parent is not None:
+            try:
+                self._parent._acquire_slow_blocking(amount)
+            except BaseException:
+                self._refund_granted(amount)
+                raise
 
     def _wait_here_blocking(self, amount: float) -> None:
         signal = _ThreadSignal()
@@ -702,12 +929,12 @@ class RateLimiter:
         amount = _check_amount(amount)
         tree = self._tree
         with tree.lock:
-            now = tree.stamp(*tree.read())
+            now = tree.now()
             smallest = min(level._bucket.burst for level in self._chain)
             if amount > smallest:
                 raise ValueError(
                     f"amount {amount!r} is more than the burst {smallest!r}, so it can never "
-                    "pass at once; use acquire() or acquire_blocking(), which split it"
+                    "pass at once; use acquire() or acquire_blocking(), which wait for it"
                 )
             if not self._try_take(amount, now):
                 raise anyio.WouldBlock
@@ -717,15 +944,17 @@ class RateLimiter:
         """A snapshot: rate, burst, credit, waiters, totals granted and waited."""
         tree = self._tree
         with tree.lock:
-            now = tree.stamp(*tree.read())
-            fire = self._poll(now)
+            now = tree.now()
+            fire = self._sync(now)
+            bucket = self._bucket
+            waiting = bucket.tickets()
             stats = RateLimiterStatistics(
                 rate=self._rate,
-                burst=self._bucket.burst,
-                tokens=self._bucket.credit(now),
-                waiters=len(self._queue),
+                burst=bucket.burst,
+                tokens=bucket.credit(now),
+                waiters=len(waiting),
                 total_granted=self._granted,
-                total_waited=self._waited + sum(now - w.since for w in self._queue),
+                total_waited=self._waited + sum(now - w.since for w in waiting),
             )
         _fire(fire)
         return stats

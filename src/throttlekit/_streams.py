@@ -3,21 +3,28 @@ Wrappers that charge a :class:`~throttlekit.RateLimiter` for exactly the bytes t
 
 They sit as close to the wire as the caller lets them: a send is charged just before the
 bytes go out, a receive just after they arrive, and each is cut to at most the limiter's
-burst, so no single write or read is a larger burst than the limiter allows. Nothing is
+burst, so no single write or read is a larger burst than the limiter allows. A burst
+smaller than a millisecond of the rate is not honoured byte by byte: pieces are then a
+millisecond of the rate (a burst of one byte at 1 GB/s would otherwise cost a limiter
+call and a system call per byte, and no link or disk can tell the difference). Nothing is
 buffered: what a wrapper returns or accepts is byte-for-byte what the wrapped object did.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
-from typing import Any, BinaryIO, final
+from typing import Any, BinaryIO, Final, final
 
 from anyio.abc import ByteStream
 
 from ._ratelimit import RateLimiter
 
 __all__ = ["ThrottledByteStream", "ThrottledReader", "ThrottledWriter", "throttle_chunks"]
+
+# The shortest piece, in seconds of the rate: a smaller burst is not worth a call per piece.
+_MIN_PIECE_SECONDS: Final = 0.001
 
 
 def _check_limiter(value: object, name: str) -> RateLimiter | None:
@@ -27,9 +34,15 @@ def _check_limiter(value: object, name: str) -> RateLimiter | None:
 
 
 def _piece(limiter: RateLimiter) -> int:
-    """The largest single read or write that stays within the limiter's burst."""
-    burst = limiter.burst
-    return max(1, int(burst)) if burst < 2**62 else 2**62
+    """
+    The largest single read or write: one burst, or a millisecond of the rate if that is
+    more (at an unlimited rate, one burst: the rate says nothing then).
+    """
+    size = limiter.burst
+    rate = limiter.rate.per_second
+    if rate != math.inf:
+        size = max(size, rate * _MIN_PIECE_SECONDS)
+    return max(1, int(size)) if size < 2**62 else 2**62
 
 
 def _split(data: bytes | bytearray | memoryview, limiter: RateLimiter) -> list[memoryview]:
