@@ -35,9 +35,9 @@ The clocks rule (which clock a limiter follows):
   trio clock) makes the whole tree follow that clock from then on, so virtual time is
   exact; threads then read it too, as long as that runtime runs. A task on a real-time
   runtime, or a thread once the virtual run has ended, switches the tree back to the
-  monotonic clock. Each switch continues the timeline from where it was, so time never
-  jumps; sharing one limiter between a virtual-time runtime and real-time code at the
-  same moment is not meaningful (it follows whichever used it last).
+  monotonic clock. Each switch continues the timeline from its last reading, so time
+  never jumps; sharing one limiter between a virtual-time runtime and real-time code at
+  the same moment is not meaningful (it follows whichever used it last).
 """
 
 from __future__ import annotations
@@ -147,18 +147,23 @@ class Timeline:
     sans-I/O part of the clocks rule (see the module docstring).
 
     :meth:`at` turns a reading of the clock followed into time on the line, which never
-    goes back. :meth:`follow` switches to another clock, continuing from where the line
-    was, so the line advances exactly as the clock followed and never jumps: joining two
-    clocks with different origins (trio's offset clock and the monotonic clock, or two
-    virtual clocks) can neither grant idle time that never passed nor take it back.
+    goes back. :meth:`follow` switches to another clock, continuing from the last time
+    on the line: so the line advances exactly as the clock it follows, and never jumps.
+    Clocks with different origins (trio's offset clock and the monotonic clock, or two
+    virtual clocks) can neither grant idle time that never passed nor take time back; the
+    time between the old clock's last reading and the switch is not counted, which can
+    only make the limiter slower, never faster, and keeps virtual time exact when a
+    limiter made outside a test's virtual run is used inside it.
 
     >>> line = Timeline()
     >>> line.at(100.0), line.at(101.5)        # the first clock: its own origin
     (100.0, 101.5)
-    >>> line.follow(7.0, old=102.0)           # another clock reads 7.0 when the first reads 102.0
-    102.0
+    >>> line.follow(7.0)                      # another clock, which reads 7.0 now
+    101.5
     >>> line.at(8.0)                          # one second later on the new clock
-    103.0
+    102.5
+    >>> line.at(7.5)                          # a clock never takes the line back
+    102.5
     """
 
     __slots__ = ("last", "offset")
@@ -175,17 +180,10 @@ class Timeline:
             return now
         return self.last
 
-    def follow(self, raw: float, *, old: float | None) -> float:
-        """
-        Follow a new clock that reads ``raw`` now; ``old`` is the previous clock's reading
-        at the same moment (``None`` if it cannot be read), so the time that passed on it
-        since the last reading counts. Returns the time on the line now.
-        """
-        if old is not None:
-            self.at(old)
+    def follow(self, raw: float) -> float:
+        """Follow a clock that reads ``raw`` now, from the last time on the line on."""
         if self.last == -math.inf:
-            self.offset = 0.0
-            self.last = raw
+            self.offset, self.last = 0.0, raw  # nothing read yet: its own origin
         else:
             self.offset = self.last - raw
         return self.last
@@ -277,12 +275,7 @@ class _Tree:
     def follow(
         self, owner: object, read: Callable[[], float], alive: Callable[[], bool] | None
     ) -> None:
-        old: float | None
-        try:
-            old = self.read()
-        except Exception:  # a clock that can no longer be read: continue from the last
-            old = None
-        self.timeline.follow(read(), old=old)
+        self.timeline.follow(read())
         self.read, self.owner, self.alive = read, owner, alive
         self.loop = self.trio_clock = None
 
