@@ -125,8 +125,8 @@ async def test_each_waiter_wakes_at_its_own_moment() -> None:
     assert sorted(stamps) == [round(0.1 * i, 9) for i in range(1, 11)]
 
 
-async def test_amounts_above_the_burst_pass_in_pieces() -> None:
-    """acquire(1000) with a burst of 10 is served at the rate, in burst-sized pieces."""
+async def test_amounts_above_the_burst_are_served_in_turns() -> None:
+    """acquire(1000) with a burst of 10 is served at the rate, in turns of one burst."""
     limiter = RateLimiter(100, burst=10)
     t0 = now()
     done: dict[str, float] = {}
@@ -143,7 +143,7 @@ async def test_amounts_above_the_burst_pass_in_pieces() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(big)
         tg.start_soon(small)
-    # The small request slips in between two pieces instead of waiting 10 s.
+    # The small request slips in between two turns instead of waiting 10 s.
     assert done["small"] < 1
     assert done["big"] == pytest.approx(10.01)
 
@@ -325,6 +325,33 @@ async def test_schedule_switches_at_the_boundary(monkeypatch: pytest.MonkeyPatch
     assert limiter.rate == Rate.parse("100/s")
 
 
+async def test_a_schedule_that_does_not_move_on_is_asked_again_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    A schedule whose next change is not later than now (a bug, such as a daylight-saving
+    slip) neither makes the limiter recurse nor spin: the rate in force is applied, and
+    the schedule is asked again a second later.
+    """
+    monkeypatch.setattr(
+        ratelimit_module, "_wall_now", lambda: datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
+    )
+    asked: list[datetime] = []
+
+    def stuck(self: Schedule, when: datetime) -> datetime:
+        asked.append(when)
+        return when - timedelta(hours=1)
+
+    monkeypatch.setattr(Schedule, "next_change", stuck)
+    limiter = RateLimiter(Schedule.parse("08:00,10/s 18:00,1/s", tz="UTC"), burst=10)
+    t0 = now()
+    with anyio.fail_after(100):
+        await limiter.acquire(25)
+    assert now() - t0 == pytest.approx(2.5)  # 10/s in force all along
+    assert limiter.rate == Rate.parse("10/s")
+    assert 2 <= len(asked) <= 5  # at the start and about once a second
+
+
 async def test_schedule_text_is_accepted_as_the_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rate text with a comma is a timetable."""
     monkeypatch.setattr(
@@ -478,8 +505,8 @@ def test_granted_never_exceeds_rate_times_window_plus_burst(
     t0 = run(main)
     assert sum(a for _, a in grants) == sum(amounts)
     grants.sort()
-    # Starting empty, the total granted by time t is at most rate * (t - t0) (plus pieces of
-    # the last grant in progress, at most one burst).
+    # Starting empty, the total granted by time t is at most rate * (t - t0) (plus one
+    # burst: a turn counts as earned a nanosecond early).
     total = 0.0
     for stamp, amount in grants:
         total += amount
