@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import math
 import os
 import platform
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -45,6 +48,7 @@ __all__ = [
     "CpuGovernor",
     "CpuGovernorStatistics",
     "PrioritySettings",
+    "ProcessControlError",
     "available_cpus",
     "cpu_sleep",
     "lower_priority",
@@ -52,23 +56,29 @@ __all__ = [
 ]  # cpu_sleep is the sans-I/O maths, public here but not from throttlekit
 
 
+def _check_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
 def _check_percent(percent: object) -> float:
-    if isinstance(percent, bool) or not isinstance(percent, int | float):
-        raise TypeError(f"percent must be a number, got {type(percent).__name__}")
-    if not (math.isfinite(percent) and percent > 0):
+    value = _check_number("percent", percent)
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(
-            f"percent must be > 0 (of one core; 250 is two and a half cores), got {percent!r}"
+            f"percent must be > 0 and finite (of one core; 250 is two and a half cores), "
+            f"got {percent!r}"
         )
-    return float(percent)
+    return value
 
 
-def _check_window(window: object) -> float:
+def _check_window(window: object, name: str = "window") -> float:
     if isinstance(window, timedelta):
         window = window.total_seconds()
     if isinstance(window, bool) or not isinstance(window, int | float):
-        raise TypeError(f"window must be seconds or a timedelta, got {type(window).__name__}")
+        raise TypeError(f"{name} must be seconds or a timedelta, got {type(window).__name__}")
     if not (math.isfinite(window) and window > 0):
-        raise ValueError(f"window must be > 0 seconds, got {window!r}")
+        raise ValueError(f"{name} must be > 0 seconds and finite, got {window!r}")
     return float(window)
 
 
@@ -82,8 +92,15 @@ def cpu_sleep(cpu: float, wall: float, percent: float) -> float:
     >>> cpu_sleep(cpu=0.1, wall=1.0, percent=25)   # already under: no sleep
     0.0
     """
-    if cpu < 0 or wall < 0:
-        raise ValueError(f"cpu and wall must be >= 0, got cpu={cpu!r}, wall={wall!r}")
+    for name, value in (("cpu", cpu), ("wall", wall)):
+        number = _check_number(name, value)
+        if not (math.isfinite(number) and number >= 0):
+            raise ValueError(f"{name} must be >= 0 seconds and finite, got {value!r}")
+    return _cpu_sleep(cpu, wall, _check_percent(percent))
+
+
+def _cpu_sleep(cpu: float, wall: float, percent: float) -> float:
+    """:func:`cpu_sleep` without the checks, for the governor's inner loop."""
     return max(0.0, cpu * 100.0 / percent - wall)
 
 
@@ -119,7 +136,7 @@ class _History:
             while len(readings) > 1 and wall - readings[1][0] >= window:
                 readings.popleft()  # keep one reading at or before the window's start
             wall0, cpu0 = readings[0]
-            delay = cpu_sleep(max(0.0, cpu - cpu0), max(0.0, wall - wall0), percent)
+            delay = _cpu_sleep(max(0.0, cpu - cpu0), max(0.0, wall - wall0), percent)
         # Stamped at the end of the sleep it asks for: a window then always starts after a
         # sleep, so it counts as many sleeps as pieces of work (no sleep is lost when the
         # window moves on).
@@ -165,6 +182,8 @@ class CpuGovernor:
     ) -> None:
         self._percent = _check_percent(percent)
         self._window = _check_window(window)
+        if not isinstance(scope, str):
+            raise TypeError(f"scope must be 'process' or 'thread', got {scope!r}")
         if scope not in ("process", "thread"):
             raise ValueError(f"scope must be 'process' or 'thread', got {scope!r}")
         for name, fn in (("clock", clock), ("cpu_clock", cpu_clock)):
@@ -236,12 +255,57 @@ class CpuGovernor:
 # -- other processes ---------------------------------------------------------------------
 
 
+class ProcessControlError(ThrottlekitError, OSError):
+    """
+    The operating system refused to start, signal or re-prioritise a process.
+
+    An :class:`OSError` too: ``errno`` says why (``EPERM``: the process belongs to
+    another user; ``ENOENT``: no such program; ``ENOSYS``: not Linux), and ``str()`` is a
+    sentence naming the process.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror is not None else super().__str__()
+
+
 class _HasPid(Protocol):
     @property
     def pid(self) -> int: ...
 
 
 _TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PID_MAX: Final = 2**31 - 1  # the largest value a C pid_t holds
+
+
+def _check_process(process: object) -> int | None:
+    """The pid to throttle; None when ``process`` is an object that says it has exited."""
+    if isinstance(process, bool) or not isinstance(process, int):
+        pid = getattr(process, "pid", None)
+        if isinstance(pid, bool) or not isinstance(pid, int):
+            raise TypeError(
+                f"process must be a pid (int) or a process object with a pid, got {process!r}"
+            )
+        if getattr(process, "returncode", None) is not None:
+            return None  # reaped: its pid may already belong to someone else
+    else:
+        pid = process
+    if not 1 <= pid <= _PID_MAX:
+        raise ValueError(
+            f"process must be a pid from 1 to {_PID_MAX}, got {pid} (0 and negative "
+            "numbers name process groups, which throttle_process does not take)"
+        )
+    if pid == os.getpid():
+        raise ValueError(
+            f"process must be another process, got this one ({pid}): a stopped process "
+            "cannot continue itself; use CpuGovernor to pace your own code"
+        )
+    return pid
+
+
+def _check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def _proc_cpu(pid: int) -> float | None:
@@ -275,10 +339,193 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+def _has_proc() -> bool:
+    return Path("/proc/self/stat").exists()
+
+
+class _Target:
+    """
+    The process being throttled, signalled through a pidfd where the kernel has them, so
+    that a signal can never reach another process that reused the pid after it exited.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.pidfd = -1
+        with contextlib.suppress(AttributeError, OSError):  # pidfds: Linux 5.3
+            self.pidfd = os.pidfd_open(pid)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig``; ProcessLookupError if it is gone (PermissionError if not ours)."""
+        if self.pidfd >= 0:
+            signal.pidfd_send_signal(self.pidfd, sig)
+        else:
+            os.kill(self.pid, sig)
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+# The watchdog: a tiny separate process that continues the target if we die while it
+# is stopped. It learns of our death when its end of a socket pair reads end-of-file,
+# which the kernel makes happen however we die (SIGKILL included) and whichever thread
+# throttles: the socket belongs to the process, not to a thread (a parent-death signal,
+# PR_SET_PDEATHSIG, fires when the forking *thread* ends). It runs in its own session,
+# so Ctrl-C and a kill of our process group do not reach it, and exits by itself when
+# the target exits. Lines it reads: "+PID" / "-PID" add or remove a descendant to
+# continue too (include_children).
+_WATCHDOG_SCRIPT: Final = """\
+import os, select, signal, sys
+sock, pidfd, pid = (int(a) for a in sys.argv[1:4])
+extra = set()
+def leave(signum, frame):
+    raise SystemExit(0)
+for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+    signal.signal(s, leave)
+def alive():
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+try:
+    watched = [sock] + ([pidfd] if pidfd >= 0 else [])
+    pending = b""
+    while True:
+        ready = select.select(watched, [], [], None if pidfd >= 0 else 1.0)[0]
+        if (pidfd >= 0 and pidfd in ready) or (pidfd < 0 and not alive()):
+            break
+        if sock in ready:
+            data = os.read(sock, 4096)
+            if not data:
+                break
+            *lines, pending = (pending + data).split(b"\\n")
+            for line in lines:
+                if line[:1] == b"+":
+                    extra.add(int(line[1:]))
+                elif line[:1] == b"-":
+                    extra.discard(int(line[1:]))
+finally:
+    try:
+        if pidfd >= 0:
+            signal.pidfd_send_signal(pidfd, signal.SIGCONT)
+        else:
+            os.kill(pid, signal.SIGCONT)
+    except OSError:
+        pass
+    for p in extra:
+        try:
+            os.kill(p, signal.SIGCONT)
+        except OSError:
+            pass
+"""
+
+
+class _Watchdog:
+    """Our end of the watchdog: start it, tell it about descendants, stop it."""
+
+    def __init__(self, target: _Target) -> None:
+        self._target = target
+        self._told: set[int] = set()
+        self._ours: socket.socket | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None else None
+
+    def ensure(self, pids: list[int]) -> None:
+        """Make sure a live watchdog knows every pid in ``pids``, before they are stopped."""
+        if self._popen is None or self._popen.poll() is not None:
+            self._start()
+        extra = set(pids) - {self._target.pid}
+        lines = [f"+{p}\n" for p in extra - self._told]
+        lines += [f"-{p}\n" for p in self._told - extra]
+        if lines and not self._send("".join(lines).encode()):
+            self._start()  # it died just now: a new one, told everything
+            self._send("".join(f"+{p}\n" for p in extra).encode())
+        self._told = extra
+
+    def _start(self) -> None:
+        self.close()
+        ours, theirs = socket.socketpair()
+        fds = [theirs.fileno()] + ([self._target.pidfd] if self._target.pidfd >= 0 else [])
+        args = (theirs.fileno(), self._target.pidfd, self._target.pid)
+        try:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _WATCHDOG_SCRIPT, *map(str, args)],
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except (OSError, ValueError) as e:
+            ours.close()
+            raise ProcessControlError(
+                getattr(e, "errno", None) or errno.ENOEXEC,
+                f"cannot start the watchdog that continues process {self._target.pid} if "
+                f"this process dies ({sys.executable or 'no sys.executable'}: {e}); "
+                "the process was not stopped",
+            ) from e
+        finally:
+            theirs.close()  # only the watchdog may hold it, or our death would go unseen
+        ours.setblocking(False)
+        self._ours = ours
+        self._told = set()
+
+    def _send(self, data: bytes) -> bool:
+        assert self._ours is not None
+        try:
+            self._ours.send(data, socket.MSG_NOSIGNAL)
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        except BlockingIOError:  # pragma: no cover - a watchdog that reads nothing
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop the watchdog (the target is already continued) and reap it."""
+        if self._popen is not None:
+            # Killed before our end closes, so it does not send a needless SIGCONT; a
+            # SIGKILLed process is gone at once, so the wait does not block.
+            self._popen.kill()
+            self._popen.wait()
+            self._popen = None
+        if self._ours is not None:
+            self._ours.close()
+            self._ours = None
+
+
+def _resume(target: _Target, pids: list[int]) -> None:
+    """SIGCONT the target and ``pids``; nothing more can be done for one that is gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        target.signal(signal.SIGCONT)
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
+        if pid != target.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def _suspend(target: _Target, pids: list[int]) -> None:
+    """SIGSTOP ``pids``; a descendant that is gone or not ours is skipped."""
+    for pid in pids:
+        if pid == target.pid:
+            try:
+                target.signal(signal.SIGSTOP)
+            except PermissionError as e:  # it exec'd a set-user-ID program, say
+                raise ProcessControlError(
+                    e.errno, f"cannot signal process {pid}: {e.strerror}"
+                ) from e
+            except ProcessLookupError:
+                pass
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGSTOP)
 
 
 async def throttle_process(
@@ -286,7 +533,7 @@ async def throttle_process(
     percent: float,
     *,
     include_children: bool = False,
-    period: float = 0.1,
+    period: float | timedelta = 0.1,
 ) -> None:
     """
     Keep another process's average CPU at ``percent`` of one core by stopping and
@@ -300,45 +547,62 @@ async def throttle_process(
             await process.wait()
             tg.cancel_scope.cancel()
 
-    Each ``period`` the process runs for a share of the time and is stopped for the rest.
-    The share adapts to what the kernel's accounting (``/proc``) says it really used, so
-    a multi-threaded process converges on the target too. ``include_children`` also
-    stops, continues and counts its descendants. ``process`` is a pid or anything with a
-    ``pid`` (anyio, asyncio and :mod:`subprocess` processes).
+    Each ``period`` (seconds or a :class:`~datetime.timedelta`) the process runs for a
+    share of the time and is stopped for the rest. The share adapts to what the kernel's
+    accounting (``/proc``) says it really used, so a multi-threaded process converges on
+    the target too. ``include_children`` also stops, continues and counts its
+    descendants. ``process`` is a pid or anything with a ``pid`` (anyio, asyncio and
+    :mod:`subprocess` processes; one whose ``returncode`` is set has exited, and the call
+    returns at once).
 
-    On every way out (the process exits, the caller is cancelled, an error, an
-    interrupt) the process is left running, never stopped. A process that cannot be
-    signalled (another user's) is a :class:`ThrottlekitError` saying so. Linux only
-    (it reads ``/proc``).
+    The process is left running, never stopped, on every way out: when it exits, when
+    the caller is cancelled, on an error or an interrupt, and even when this process is
+    killed outright (SIGKILL): before the first stop a small watchdog process is
+    started (``python -I -S -c ...``, in its own session) that continues the target as
+    soon as this process is gone, and that exits when the target exits or when this call
+    returns. A process that cannot be signalled (another user's) or a watchdog that
+    cannot start is a :class:`ProcessControlError`, raised before anything is stopped.
+    Linux only (it reads ``/proc``).
     """
-    pid = process if isinstance(process, int) and not isinstance(process, bool) else None
-    if pid is None:
-        pid = getattr(process, "pid", None)
-        if not isinstance(pid, int):
-            raise TypeError(f"process must be a pid or have a pid, got {process!r}")
+    pid = _check_process(process)
     fraction = _check_percent(percent) / 100.0
-    period = _check_window(period)
-    if not Path("/proc/self/stat").exists():
-        raise ThrottlekitError("throttle_process needs Linux's /proc")
+    period = _check_window(period, "period")
+    children = _check_flag("include_children", include_children)
+    if not _has_proc():
+        raise ProcessControlError(errno.ENOSYS, "throttle_process needs Linux's /proc")
+    if pid is None:
+        return  # already exited: nothing to throttle
+    target = _Target(pid)
+    watchdog = _Watchdog(target)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return  # already gone: nothing to throttle
-    except PermissionError as e:
-        raise ThrottlekitError(f"cannot signal process {pid}: {e.strerror}") from e
+        try:
+            target.signal(0)
+        except ProcessLookupError:
+            return  # already gone: nothing to throttle
+        except PermissionError as e:
+            raise ProcessControlError(e.errno, f"cannot signal process {pid}: {e.strerror}") from e
+        await _duty_cycle(target, watchdog, fraction, period, children)
+    finally:
+        watchdog.close()
+        target.close()
+
+
+async def _duty_cycle(
+    target: _Target, watchdog: _Watchdog, fraction: float, period: float, children: bool
+) -> None:
+    pid = target.pid
+    ours = os.getpid()
 
     def group() -> list[int]:
-        return [pid, *_children(pid)] if include_children else [pid]
+        if not children:
+            return [pid]
+        return [pid, *(p for p in _children(pid) if p not in (ours, watchdog.pid))]
 
     def used(pids: list[int]) -> float | None:
-        total = 0.0
         main = _proc_cpu(pid)
         if main is None:
             return None
-        total += main
-        for child in pids[1:]:
-            total += _proc_cpu(child) or 0.0
-        return total
+        return main + sum(_proc_cpu(child) or 0.0 for child in pids[1:])
 
     duty = min(1.0, fraction)
     pids = group()
@@ -362,13 +626,14 @@ async def throttle_process(
         await anyio.sleep(run_for)
         if duty >= 1.0:
             continue
-        if include_children:
+        if children:
             pids = group()
+        watchdog.ensure(pids)  # before the stop: if we die while it lasts, it continues
         try:  # continued on every way out, even if stopping failed half-way
-            _signal_all(pids, signal.SIGSTOP)
+            _suspend(target, pids)
             await anyio.sleep(period - run_for)
         finally:
-            _signal_all(pids, signal.SIGCONT)
+            _resume(target, pids)
 
 
 # -- priorities -----------------------------------------------------------------------------
@@ -449,20 +714,45 @@ def lower_priority(
     (needs privileges) or ``"none"`` (follow nice); ``io_level`` is 0 (highest) to 7.
 
     Linux applies nice and I/O priority per thread, so each of the process's threads is
-    changed, not only the caller. Raising a priority again usually needs privileges
-    (``PermissionError``). Where I/O priority is not available (not Linux, an unknown
-    architecture), the nice value is still set and the result's ``unsupported`` says
-    ``"io_priority"``: it never claims what it did not do.
+    changed, not only the caller; a thread that ends during the call is skipped (it is
+    gone, not an error), and one that starts during it is changed too. Raising a
+    priority again usually needs privileges (``PermissionError``). Where I/O priority is
+    not available (not Linux, an unknown architecture), the nice value is still set and
+    the result's ``unsupported`` says ``"io_priority"``: it never claims what it did not
+    do. Settings are checked before anything changes: a wrong type is a
+    :class:`TypeError`, a value out of range (or an ``io_level`` for the ``"idle"`` or
+    ``"none"`` class, which have none) a :class:`ValueError`.
     """
     io_value = _check_priority(nice, io_class, io_level)
     before = _current_priority()
-    tids = _threads()
-    for tid in tids:
-        os.setpriority(os.PRIO_PROCESS, tid, nice)
-    if "io_priority" not in before.unsupported:
-        for tid in tids:
-            _ioprio(tid, io_value)
+    io = "io_priority" not in before.unsupported
+    done: set[int] = set()
+    # Threads come and go meanwhile: one that ended is simply skipped, and the listing is
+    # repeated until it shows no thread left to change (one that started from a thread
+    # not yet changed inherited the old values).
+    for _ in range(_PASSES):
+        todo = [tid for tid in _threads() if tid not in done]
+        if not todo:
+            break
+        for tid in todo:
+            _set_thread_priority(tid, nice, io_value if io else None)
+            done.add(tid)
     return before
+
+
+_PASSES: Final = 20
+_VANISHED: Final = (errno.ESRCH, errno.ENOENT)
+
+
+def _set_thread_priority(tid: int, nice: int, io_value: int | None) -> None:
+    """Set one thread's nice and I/O priority; a thread that has ended is not an error."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+        if io_value is not None:
+            _ioprio(tid, io_value)
+    except OSError as e:
+        if e.errno not in _VANISHED:
+            raise
 
 
 def _check_priority(nice: object, io_class: object, io_level: object) -> int:
@@ -471,21 +761,33 @@ def _check_priority(nice: object, io_class: object, io_level: object) -> int:
         raise TypeError(f"nice must be an int, got {type(nice).__name__}")
     if not -20 <= nice <= 19:
         raise ValueError(f"nice must be between -20 and 19, got {nice}")
-    if not isinstance(io_class, str) or io_class not in _IO_CLASSES:
+    if not isinstance(io_class, str):
+        raise TypeError(f"io_class must be a string, got {type(io_class).__name__}")
+    if io_class not in _IO_CLASSES:
         raise ValueError(f"io_class must be one of {', '.join(_IO_CLASSES)}, got {io_class!r}")
+    klass = _IO_CLASSES[io_class]
     if io_level is None:
         io_level = (nice + 20) // 5
-    if isinstance(io_level, bool) or not isinstance(io_level, int) or not 0 <= io_level <= 7:
+    elif isinstance(io_level, bool) or not isinstance(io_level, int):
+        raise TypeError(f"io_level must be an int or None, got {type(io_level).__name__}")
+    elif klass not in (1, 2):
+        raise ValueError(
+            f"io_level applies to the realtime and best-effort classes only, not {io_class!r}"
+        )
+    if not 0 <= io_level <= 7:
         raise ValueError(f"io_level must be an int from 0 to 7, got {io_level!r}")
-    klass = _IO_CLASSES[io_class]
     return (klass << 13) | (0 if klass in (0, 3) else io_level)
 
 
 def _apply_priority_in_child(nice: int, io_value: int) -> None:
     """For a freshly forked, single-threaded child (``preexec_fn``): set both, or fail."""
     os.setpriority(os.PRIO_PROCESS, 0, nice)
-    with contextlib.suppress(OSError):  # no ioprio here: nice alone still applies
+    try:
         _ioprio(0, io_value)
+    except OSError as e:
+        if e.errno == errno.EPERM:  # a class it may not take (realtime): refuse to start
+            raise
+        # no I/O priority on this kernel: nice alone still applies
 
 
 def _current_priority() -> PrioritySettings:
