@@ -447,7 +447,10 @@ class ItemBlockWorkerPool:
         if self._task_group is None or self._closing:
             raise RuntimeError("the pool is not running: use 'async with ItemBlockWorkerPool(...)'")
         if self._stopping:
-            raise RuntimeError("the pool is stopping: a callable raised a BaseException")
+            raise RuntimeError(
+                "the pool is stopping: its scope was cancelled, or a callable raised a "
+                "BaseException"
+            )
         if isinstance(blocks, ItemBlock):
             raise TypeError("blocks must be an iterable of ItemBlocks, not one ItemBlock")
         block_list = list(blocks)
