@@ -15,14 +15,17 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from throttlekit import ConcurrencyPolicy, available_cpus
 
-from . import bench_cpu, bench_policy, bench_pool, bench_ratelimit
+from . import bench_cpu, bench_pipe, bench_policy, bench_pool, bench_ratelimit
 
 
 def median(fn: Callable[[], float], repeat: int) -> float:
@@ -153,6 +156,30 @@ def collect(repeat: int, quick: bool) -> list[dict[str, Any]]:
         theirs = bench_cpu.cpulimit_child(30)
         add("busy child held at 30%: measured", ours, "cpulimit" if theirs else "-", theirs, "%",
             "within 6 points", "closer to 30")  # fmt: skip
+
+    if sys.platform.startswith("linux") and shutil.which("pv"):
+        size = 200_000_000 if quick else 500_000_000
+        with tempfile.TemporaryDirectory(prefix="bench-pipe-") as tmp:
+            work = Path(tmp)
+            data = bench_pipe.make_data(work, size)
+            for scenario in bench_pipe.SCENARIOS:
+                for rate, label in ((1e9, "1 GB/s"), (None, "off")):
+                    f = bench_pipe.compare(scenario, rate, data, work / "out", repeat)
+                    tk, pv = f["throttlekit"], f["pv"]
+                    what = f"pipe {size / 1e6:g} MB {scenario}, {label}"
+                    add(f"{what}: CPU", tk["cpu"], "pv -L", pv["cpu"], "s", "<= 2x pv")
+                    add(f"{what}: throughput", tk["throughput"] / 1e6, "pv -L",
+                        pv["throughput"] / 1e6, "MB/s", ">= 0.9x pv", "higher")  # fmt: skip
+                    if rate is None:
+                        cat = f["cat"]
+                        add(f"{what}: throughput", tk["throughput"] / 1e6, "cat",
+                            cat["throughput"] / 1e6, "MB/s", "-", "higher")  # fmt: skip
+            acc = bench_pipe.accuracies(50e6, seconds, work, repeat)
+            tk, pv = acc["throttlekit"], acc["pv"]
+            add("pipe at 50 MB/s: achieved / rate", tk["achieved/rate"], "pv -L",
+                pv["achieved/rate"], "x", "within 5%", "closer to 1")  # fmt: skip
+            add("pipe at 50 MB/s: worst 100 ms window / its share", tk["worst100ms/share"],
+                "pv -L", pv["worst100ms/share"], "x", "-")  # fmt: skip
     return rows
 
 

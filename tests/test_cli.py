@@ -29,12 +29,30 @@ CONFIGMAP = str(SAMPLE_DIR / "sample-node-agent-configmap.json")
 NODES = str(SAMPLE_DIR / "sample-nodes.json")
 
 
+class Hung(BaseException):
+    """main() ran past its time limit (raised by a timer, so that a hang fails the test)."""
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """main(argv) in this process, with at most 30 s to finish: status, stdout, stderr."""
+    hung = []
+
+    def alarm(signum: int, frame: Any) -> None:
+        hung.append(True)
+        raise Hung(f"main({argv!r}) took more than 30 s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, 30)
     try:
         status = main(list(argv))
     except SystemExit as exc:
         status = int(exc.code or 0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     out, err = capsys.readouterr()
+    if hung:  # main() turns even this into a status: the flag tells
+        pytest.fail(f"main({list(argv)!r}) hung: {err}")
     return status, out, err
 
 
