@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
 import subprocess
@@ -171,6 +172,12 @@ print(json.dumps({"before": [before.nice, before.io_class, before.io_level,
 """
 
 
+@functools.cache
+def default_priority() -> dict[str, object]:
+    """lower_priority() with its defaults, run once for the tests that look at it."""
+    return run_priority()
+
+
 def run_priority(**kwargs: object) -> dict[str, object]:
     env = {**__import__("os").environ, "ARGS": json.dumps(kwargs)}
     out = subprocess.run(
@@ -189,7 +196,7 @@ needs_io_priority = pytest.mark.skipif(
 @linux_only
 def test_lower_priority_sets_every_thread_and_reports_before() -> None:
     """nice 10 (Avamar's default) applies to every thread; what was there is returned."""
-    result = run_priority()
+    result = default_priority()
     assert result["threads"] == 2
     assert result["nices"] == [10]
     assert result["before"][0] == 0  # type: ignore[index]
@@ -199,7 +206,7 @@ def test_lower_priority_sets_every_thread_and_reports_before() -> None:
 @needs_io_priority
 def test_lower_priority_sets_best_effort_io_from_nice() -> None:
     """Best-effort I/O at level (nice + 20) // 5: 6 for nice 10, as the kernel derives it."""
-    result = run_priority()
+    result = default_priority()
     assert result["before"][3] == []  # type: ignore[index]
     assert result["after"] == ["best-effort", 6]
 
