@@ -276,8 +276,8 @@ def _run(options: RunOptions) -> int:
         finally:
             status = process.wait()  # reached on every way out: never orphaned
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, handler in previous.items():  # None: set outside Python; the default
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
     return status if status >= 0 else 128 - status
 
 
