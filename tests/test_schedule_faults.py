@@ -96,7 +96,7 @@ def transition_cases() -> list[tuple[str, int]]:
 
 def window(tz: ZoneInfo, i: int) -> tuple[datetime, datetime]:
     """Two days around the i-th change of 2026 (Kolkata: around Paris's, as a control)."""
-    found = transitions(tz, 2026) or transitions(ZoneInfo("Europe/Paris"), 2026)
+    found = transitions(tz, 2026) or transitions(zone("Europe/Paris"), 2026)
     centre = found[i]
     return centre - timedelta(hours=26), centre + timedelta(hours=26)
 

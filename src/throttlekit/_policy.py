@@ -493,6 +493,12 @@ class ConcurrencyPolicy:
 
         ``strict=True`` turns every warning into a problem and raises one
         :class:`ConfigError` listing them all.
+
+        Whatever the document, the outcome is a policy or a :class:`ConfigError`, never
+        another exception: invalid UTF-8, nesting deeper than 100 levels, ``NaN``, numbers
+        out of range, non-JSON values and duplicate keys (a warning) are all reported
+        with their location. Only a ``doc`` that is no kind of document (a ``set``, a
+        path) is a :class:`TypeError`.
         """
         config = (
             doc if isinstance(doc, VeleroNodeAgentConfig) else VeleroNodeAgentConfig.from_json(doc)
