@@ -22,8 +22,8 @@ import anyio
 import pytest
 
 import throttlekit._cpu as cpu_module
-from throttlekit import ThrottlekitError, throttle_process
-from throttlekit._cpu import ProcessControlError, _proc_cpu
+from throttlekit import ProcessControlError, ThrottlekitError, throttle_process
+from throttlekit._cpu import _proc_cpu
 
 pytestmark = [
     pytest.mark.anyio,

@@ -26,8 +26,7 @@ import pytest
 
 import throttlekit._cpu as cpu_module
 import throttlekit._runcmd as runcmd
-from throttlekit import ConfigError, ThrottlekitError
-from throttlekit._cpu import ProcessControlError
+from throttlekit import ConfigError, ProcessControlError, ThrottlekitError
 from throttlekit._runcmd import _check, _Privileges, check_run_options, run_command
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10

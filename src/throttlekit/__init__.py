@@ -27,7 +27,13 @@ from ._cpu import (
     lower_priority,
     throttle_process,
 )
-from ._errors import ConfigError, ConfigProblem, SelectorError, ThrottlekitError
+from ._errors import (
+    ConfigError,
+    ConfigProblem,
+    ProcessControlError,
+    SelectorError,
+    ThrottlekitError,
+)
 from ._limits import OperationLimits, OperationLimitsStatistics
 from ._policy import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRule
 from ._pool import ItemBlockWorkerPool, PoolStatistics
@@ -62,6 +68,7 @@ __all__ = [
     "PolicyWatcherStatistics",
     "PoolStatistics",
     "PrioritySettings",
+    "ProcessControlError",
     "Rate",
     "RateLimiter",
     "RateLimiterStatistics",

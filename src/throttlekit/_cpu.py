@@ -42,13 +42,12 @@ from typing import Final, Literal, Protocol, final
 import anyio
 from attrs import frozen
 
-from ._errors import ThrottlekitError
+from ._errors import ProcessControlError
 
 __all__ = [
     "CpuGovernor",
     "CpuGovernorStatistics",
     "PrioritySettings",
-    "ProcessControlError",
     "available_cpus",
     "cpu_sleep",
     "lower_priority",
@@ -253,19 +252,6 @@ class CpuGovernor:
 
 
 # -- other processes ---------------------------------------------------------------------
-
-
-class ProcessControlError(ThrottlekitError, OSError):
-    """
-    The operating system refused to start, signal or re-prioritise a process.
-
-    An :class:`OSError` too: ``errno`` says why (``EPERM``: the process belongs to
-    another user; ``ENOENT``: no such program; ``ENOSYS``: not Linux), and ``str()`` is a
-    sentence naming the process.
-    """
-
-    def __str__(self) -> str:
-        return str(self.strerror) if self.strerror is not None else super().__str__()
 
 
 class _HasPid(Protocol):

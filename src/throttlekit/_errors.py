@@ -7,7 +7,8 @@ The exceptions throttlekit raises on purpose, all under one root.
     └── ThrottlekitError
         ├── ConfigError (also ValueError)     a configuration cannot be used
         ├── SelectorError (also ValueError)   an invalid Kubernetes label selector
-        └── UnitError (also ValueError)       an invalid rate or size text
+        ├── UnitError (also ValueError)       an invalid rate or size text
+        └── ProcessControlError (also OSError)  the OS refused to start or signal a process
 
 Catch :class:`ThrottlekitError` to handle everything the library raises deliberately;
 catch :class:`ValueError` if you only care that some input was bad. Programming errors
@@ -20,7 +21,13 @@ from collections.abc import Iterable
 
 from attrs import frozen
 
-__all__ = ["ConfigError", "ConfigProblem", "SelectorError", "ThrottlekitError"]
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "ProcessControlError",
+    "SelectorError",
+    "ThrottlekitError",
+]
 
 
 class ThrottlekitError(Exception):
@@ -109,3 +116,16 @@ class SelectorError(ThrottlekitError, ValueError):
 
 def _rebuild_selector_error(message: str, path: str) -> SelectorError:
     return SelectorError(message, path=path)
+
+
+class ProcessControlError(ThrottlekitError, OSError):
+    """
+    The operating system refused to start, signal or re-prioritise a process.
+
+    An :class:`OSError` too: ``errno`` says why (``EPERM``: the process belongs to
+    another user; ``ENOENT``: no such program; ``ENOSYS``: not Linux), and ``str()`` is a
+    sentence naming the process.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror is not None else super().__str__()
