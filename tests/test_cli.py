@@ -632,6 +632,13 @@ class Custom(BaseException):
     """A BaseException of someone's own, not an Exception."""
 
 
+class Unprintable(Exception):
+    """An exception whose message itself fails."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
 RAISED: dict[str, tuple[Callable[[], BaseException], int, str | None]] = {
     "Exception": (lambda: ValueError("boom"), 2, "internal error: ValueError: boom"),
     "ThrottlekitError": (lambda: ThrottlekitError("refused"), 2, "refused"),
@@ -640,6 +647,11 @@ RAISED: dict[str, tuple[Callable[[], BaseException], int, str | None]] = {
     "custom BaseException": (lambda: Custom("odd"), 2, "internal error: Custom: odd"),
     "cancellation": (asyncio.CancelledError, 2, "internal error: CancelledError"),
     "MemoryError": (MemoryError, 2, "internal error: MemoryError"),
+    "unprintable": (
+        Unprintable,
+        2,
+        "internal error: Unprintable: (its message cannot be shown)",
+    ),
     "RecursionError": (
         lambda: RecursionError("maximum recursion depth exceeded"),
         2,

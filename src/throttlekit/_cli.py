@@ -29,11 +29,10 @@ from ._errors import ConfigError, ThrottlekitError
 from ._pipe import CopyError, human_bytes, silence
 from ._units import UnitError
 
-if TYPE_CHECKING:
-    from ._policy import Resolution
-
 # Each command imports what it needs when it runs: `throttlekit pipe` starts in the time
 # it takes to import the pipe, not the policy engine and the worker pool.
+if TYPE_CHECKING:
+    from ._policy import Resolution
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
     from exceptiongroup import BaseExceptionGroup
@@ -549,14 +548,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     docstring for the statuses).
     """
     try:
+        return _main(argv)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # the one place that catches everything
         try:
-            return _main(argv)
-        except SystemExit:
-            raise
-        except BaseException as exc:  # the one place that catches everything
             return _failed(exc)
-    except KeyboardInterrupt:  # a second Ctrl-C while handling the first
-        return EXIT_INTERRUPTED
+        except KeyboardInterrupt:  # a second Ctrl-C while handling the first
+            return EXIT_INTERRUPTED
+        except BaseException:  # even reporting it failed: the status still tells
+            return EXIT_USAGE
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -590,13 +591,14 @@ def _failed(exc: BaseException) -> int:
     for kinds in ((_OutputError,), (_UsageError, _InputError, ThrottlekitError)):
         for leaf in leaves:
             if isinstance(leaf, kinds):
-                _error_line(str(leaf))
+                _error_line(_describe(leaf))
                 return EXIT_USAGE
     for leaf in leaves:
         if isinstance(leaf, SystemExit):
             return leaf.code if isinstance(leaf.code, int) else EXIT_USAGE
     leaf = leaves[0]
-    what = f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
+    text = _describe(leaf)
+    what = f"{type(leaf).__name__}: {text}" if text else type(leaf).__name__
     _error_line(
         f"internal error: {what} (a bug: please report it, with the traceback that "
         "THROTTLEKIT_DEBUG=1 shows)"
@@ -604,6 +606,13 @@ def _failed(exc: BaseException) -> int:
     if os.environ.get("THROTTLEKIT_DEBUG"):
         _traceback(exc)
     return EXIT_USAGE
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not hide the error it describes
+        return "(its message cannot be shown)"
 
 
 def _traceback(exc: BaseException) -> None:

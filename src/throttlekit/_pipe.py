@@ -261,14 +261,11 @@ class _FdMover:
         self.src, self.dst, self.names = src, dst, names
         src_kind = _kind(src, "read", names[0])
         dst_kind = _kind(dst, "write", names[1])
-        self._buffer = bytearray(_PIECE)
-        self._view = memoryview(self._buffer)
-        self._src_is_file = src_kind == stat.S_IFREG
-        if src_kind != stat.S_IFREG:
-            self._poller: select.poll | None = select.poll()
+        self._view: memoryview | None = None  # the read/write buffer, made when needed
+        self._poller: select.poll | None = None
+        if src_kind != stat.S_IFREG and hasattr(select, "poll"):
+            self._poller = select.poll()
             self._poller.register(src, select.POLLIN)
-        else:
-            self._poller = None
         methods: list[tuple[str, Callable[[int], int]]] = []
         if stat.S_IFIFO in (src_kind, dst_kind) and hasattr(os, "splice"):
             for fd, kind in ((src, src_kind), (dst, dst_kind)):
@@ -310,6 +307,8 @@ class _FdMover:
         return self._read_write(count)
 
     def _read_write(self, count: int) -> int:
+        if self._view is None:
+            self._view = memoryview(bytearray(_PIECE))  # one buffer, reused for every call
         view = self._view[: min(count, _PIECE)]
         while True:
             try:
