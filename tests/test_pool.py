@@ -90,6 +90,24 @@ async def test_sync_process_runs_in_threads() -> None:
     assert loop_thread not in threads
 
 
+async def test_a_waiting_pool_sets_no_timer() -> None:
+    """
+    The pool waits on events, never on timers (an infinite one included): on a virtual
+    clock, time stays put while the only thing in flight is a thread.
+    """
+    release = threading.Event()
+
+    def process(item: str) -> None:
+        assert release.wait(10)
+
+    async with ItemBlockWorkerPool(workers=2) as pool:
+        t0 = anyio.current_time()
+        threading.Timer(0.05, release.set).start()  # 50 real milliseconds
+        result = await pool.run(blocks_of(["a"]), process)
+        assert anyio.current_time() == t0
+    assert result.ok
+
+
 async def test_additional_items_run_in_parallel_and_their_errors_stay_with_the_parent() -> None:
     """Additional items run at most N at once before the item is done; errors name the parent."""
     active = peak = 0

@@ -273,7 +273,9 @@ class ItemBlockWorkerPool:
         """
         try:
             with self._watching:
-                await anyio.sleep_forever()
+                # An event nobody sets, not sleep_forever(): no timer, so a virtual clock
+                # (throttlekit.testing) never sees an infinite deadline to jump towards.
+                await anyio.Event().wait()
         finally:
             self._stopping = True
 
