@@ -182,7 +182,10 @@ class BlockStatus(str, enum.Enum):
     FAILED = "failed"
     """An item, an additional item or a hook failed; the rest of the block still ran."""
     CANCELLED = "cancelled"
-    """The block was cancelled, or never started (fail-fast, a cancelled run, shutdown)."""
+    """
+    The block was cancelled or interrupted (a BaseException raised by a callable), or
+    never started (fail-fast, a cancelled run, the pool stopping).
+    """
     SKIPPED = "skipped"
     """Nothing to do: every item had already been processed in this run (``key=``)."""
 
