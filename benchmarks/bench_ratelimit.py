@@ -6,11 +6,13 @@ window log, async API) and limits (moving window; it only answers "allowed or no
 waiter polls every 10 ms, as users do). Each is configured the way its documentation shows
 for "R per second": a one-second window. Peers that are not installed are skipped.
 
-Figures: uncontended overhead; accuracy of 10 MiB/s in 64 KiB chunks (achieved rate and
-the worst 100 ms window against its share); threads and tasks on one limiter; CPU of 50
-waiters against the floor of tasks that merely sleep; semantics probes (a large request
+Figures: uncontended overhead (in a plain ``asyncio.run`` task and in an ``anyio.run``
+one); accuracy of 10 MiB/s in 64 KiB chunks (achieved rate and the worst 100 ms window
+against its share); threads with asyncio tasks and with trio tasks on one limiter; CPU of
+50 waiters against the floor of tasks that merely sleep; semantics probes (a large request
 among small ones, a request larger than the burst, a storm of cancelled waiters, pacing
-with a burst of one); and a parent with two children. Run:
+with a burst of one, a megabyte at 1 GB/s with a burst of one byte); large amounts in
+throttlekit (one acquire, and a file writer); and a parent with two children. Run:
 ``python benchmarks/bench_ratelimit.py [--quick]``.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import math
 import platform
 import sys
@@ -26,7 +29,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from throttlekit import RateLimiter
+import anyio
+
+from throttlekit import RateLimiter, ThrottledWriter
 
 Acquire = Callable[[int], Awaitable[Any]]
 MiB = 2**20
@@ -123,6 +128,11 @@ async def overhead(make: Callable[..., Acquire], n: int) -> float:
     return best
 
 
+def overhead_anyio(make: Callable[..., Acquire], n: int) -> float:
+    """:func:`overhead` in a task that anyio runs (it has anyio's cancel-scope state)."""
+    return float(anyio.run(overhead, make, n, backend="asyncio"))
+
+
 async def accuracy(make: Callable[..., Acquire], tasks: int, seconds: float, units: str) -> Any:
     """10 MiB/s in 64 KiB chunks: achieved rate / target, worst 100 ms window / its share."""
     rate = 10 * MiB
@@ -179,6 +189,41 @@ def threads_and_tasks(seconds: float) -> float:
     for w in workers:
         w.join()
     return sum(counts) / (2000 * seconds)
+
+
+def threads_and_trio_tasks(seconds: float) -> float:
+    """
+    3 threads and 3 trio tasks on one limiter at 2,000/s: granted / (rate x time). trio's
+    clock has a random offset from the threads' monotonic clock; the limiter must keep
+    one timeline anyway (it once granted everything waiting when the two met).
+    """
+    limiter = RateLimiter(2000, burst=20)
+    counts = [0] * 6
+    stop = time.monotonic() + seconds
+
+    def thread(i: int) -> None:
+        while time.monotonic() < stop:
+            limiter.acquire_blocking(1)
+            counts[i] += 1
+
+    async def task(i: int) -> None:
+        while time.monotonic() < stop:
+            await limiter.acquire(1)
+            counts[i] += 1
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for i in range(3, 6):
+                tg.start_soon(task, i)
+
+    workers = [threading.Thread(target=thread, args=(i,)) for i in range(3)]
+    start = time.monotonic()
+    for w in workers:
+        w.start()
+    anyio.run(main, backend="trio")
+    for w in workers:
+        w.join()
+    return sum(counts) / (2000 * (time.monotonic() - start))
 
 
 async def cpu_of_waiters(make: Callable[..., Acquire] | None, seconds: float) -> float:
@@ -246,6 +291,64 @@ async def larger_than_burst(make: Callable[..., Acquire], timeout: float) -> str
     except Exception as e:  # report what the peer does
         return f"error: {type(e).__name__}"
     return f"served in {time.perf_counter() - t:.2f} s"
+
+
+async def megabyte_tiny_burst(make: Callable[..., Acquire], timeout: float) -> str:
+    """1 MB at 1 GB/s with a burst of one byte: about 1 ms, if an amount can exceed the burst."""
+    t = time.perf_counter()
+    try:
+        acquire = make(1e9, 1)
+        await asyncio.wait_for(acquire(1_000_000), timeout)
+    except TimeoutError:
+        return f"hangs (> {timeout:g} s)"
+    except Exception as e:  # report what the peer does
+        return f"error: {type(e).__name__}"
+    return f"{(time.perf_counter() - t) * 1e3:.1f} ms"
+
+
+def large_amounts(scale: float) -> list[tuple[str, float, float]]:
+    """
+    throttlekit alone, large amounts that once cost one piece per burst: (what, seconds
+    taken, seconds a perfect limiter would take).
+    """
+
+    def timed(fn: Callable[[], object]) -> float:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    size = int(10_000_000 * scale)
+    rows = [
+        (
+            f"acquire_blocking({size / 1e6:g} MB) at 1 GB/s, burst 1 B",
+            timed(lambda: RateLimiter(1e9, burst=1).acquire_blocking(size)),
+            size / 1e9,
+        ),
+        (
+            f"await acquire({size / 1e6:g} MB) at 1 GB/s, burst 1 B",
+            timed(lambda: asyncio.run(RateLimiter(1e9, burst=1).acquire(size))),
+            size / 1e9,
+        ),
+    ]
+    chunk = bytes(65536)
+    count = int(100_000_000 * scale) // len(chunk)
+
+    def write() -> None:
+        sink = io.BytesIO()
+        writer = ThrottledWriter(sink, RateLimiter("1GB/s", burst=1), close=False)  # type: ignore[arg-type]
+        for _ in range(count):
+            writer.write(chunk)
+            sink.seek(0)
+
+    rows.append(
+        (
+            f"ThrottledWriter, {count * len(chunk) / 1e6:.0f} MB in 64 KiB writes at 1 GB/s, "
+            "burst 1 B",
+            timed(write),
+            count * len(chunk) / 1e9,
+        )
+    )
+    return rows
 
 
 async def cancel_storm(make: Callable[..., Acquire], seconds: float) -> float:
@@ -331,16 +434,21 @@ def main() -> None:
     print(f"Python {sys.version.split()[0]} on {platform.machine()}, asyncio, real time")
     peers = available()
 
+    n = 20_000 if args.quick else 100_000
+    plain = {name: asyncio.run(overhead(PEERS[name], n)) for name in peers}
+    managed = {name: overhead_anyio(PEERS[name], n) for name in peers}
     rows = []
-    base = None
     for name in peers:
-        us = asyncio.run(overhead(PEERS[name], 20_000 if args.quick else 100_000))
-        base = us if name == "aiolimiter" else base
-        rows.append([name, f"{us:.2f} us"])
-    for r in rows:
-        us = float(r[1].split()[0])
-        r.append(f"{us / base:.2f}x" if base else "-")
-    table("Uncontended acquire (lower is better)", rows, ["limiter", "per call", "vs aiolimiter"])
+        row = [name]
+        for figures in (plain, managed):
+            base = figures.get("aiolimiter")
+            row += [f"{figures[name]:.2f} us", f"{figures[name] / base:.2f}x" if base else "-"]
+        rows.append(row)
+    table(
+        "Uncontended acquire (lower is better)",
+        rows,
+        ["limiter", "asyncio.run", "vs aiolimiter", "anyio.run", "vs aiolimiter"],
+    )
 
     rows = []
     for tasks in (1, 50):
@@ -359,7 +467,9 @@ def main() -> None:
     )
 
     ratio = threads_and_tasks(2 * scale)
-    print(f"\n3 threads + 3 tasks on one throttlekit limiter: {ratio:.3f} of the rate")
+    print(f"\n3 threads + 3 asyncio tasks on one throttlekit limiter: {ratio:.3f} of the rate")
+    ratio = threads_and_trio_tasks(2 * scale)
+    print(f"3 threads + 3 trio tasks on one throttlekit limiter: {ratio:.3f} of the rate")
 
     floor = asyncio.run(cpu_of_waiters(None, 3 * scale))
     rows = []
@@ -378,6 +488,7 @@ def main() -> None:
         over = safely(lambda n=name: larger_than_burst(PEERS[n], 8.0))
         storm = safely(lambda n=name: cancel_storm(PEERS[n], 2 * scale))
         pace = safely(lambda n=name: pacing(PEERS[n], 2 * scale))
+        mega = safely(lambda n=name: megabyte_tiny_burst(PEERS[n], 8.0))
         rows.append(
             [
                 name,
@@ -385,6 +496,7 @@ def main() -> None:
                 over,
                 storm if isinstance(storm, str) else f"{storm:.3f}",
                 pace if isinstance(pace, str) else f"{pace:.3f}",
+                mega,
             ]
         )
     table(
@@ -396,8 +508,15 @@ def main() -> None:
             "50 at 10/s (~5 s)",
             "cancel storm (>= 0.98)",
             "pacing, burst 1 (0.98-1.02)",
+            "1 MB at 1 GB/s, burst 1 B (~1 ms)",
         ],
     )
+
+    rows = [
+        [what, f"{took:.3f} s", f"{took / ideal:.2f}x"]
+        for what, took, ideal in large_amounts(scale)
+    ]
+    table("Large amounts, throttlekit", rows, ["what", "took", "vs a perfect limiter"])
 
     ratio = asyncio.run(parent_and_children(2 * scale))
     print(f"\nParent 10 MiB/s, two busy 8 MiB/s children: total {ratio:.3f} of the parent")

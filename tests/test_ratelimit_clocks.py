@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import threading
 import time
+import types
 
 import anyio
 import pytest
@@ -229,3 +231,14 @@ def test_an_injected_clock_is_followed_by_everyone() -> None:
     value = 100.25
     limiter.acquire_nowait(1)
     assert readings and set(readings) == {100.0, 100.25}
+
+
+def test_a_thread_is_not_confused_by_trio_being_imported_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While another thread imports trio, a thread sees a half-made module: not a task."""
+    monkeypatch.setitem(sys.modules, "trio", types.ModuleType("trio"))  # no .lowlevel yet
+    limiter = RateLimiter(10, burst=10, full=True)
+    limiter.acquire_blocking(5)
+    limiter.acquire_nowait(5)
+    assert limiter.statistics().total_granted == 10

@@ -242,11 +242,12 @@ class _Tree:
                 if loop is not self.loop:
                     self.enter_loop(loop)
             else:
-                trio = sys.modules.get("trio")
+                # trio only if it is imported (fully: another thread may be importing it)
+                lowlevel = getattr(sys.modules.get("trio"), "lowlevel", None)
                 clock = None
-                if trio is not None:
+                if lowlevel is not None:
                     with contextlib.suppress(RuntimeError):
-                        clock = trio.lowlevel.current_clock()
+                        clock = lowlevel.current_clock()
                 if clock is not None:
                     if clock is not self.trio_clock:
                         self.enter_trio(clock)
@@ -432,7 +433,7 @@ class _AnyioScopes:
     public checkpoint.
     """
 
-    __slots__ = ("checkpoint", "data", "exact")
+    __slots__ = ("checkpoint", "data", "exact", "key")
 
     def __init__(self) -> None:
         self.checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint_if_cancelled
@@ -441,6 +442,9 @@ class _AnyioScopes:
         # every acquire then asks anyio.
         self.data: dict[Any, Any] = {None: None}
         self.exact = False
+        # A weak reference to the last task looked up, kept to look it up again: it
+        # caches the task's hash, so the next lookup makes no new reference.
+        self.key: weakref.ref[asyncio.Task[Any]] | None = None
         try:
             from anyio._backends import _asyncio as backend
 
@@ -460,7 +464,10 @@ class _AnyioScopes:
         data = self.data
         if not data:
             return False  # anyio manages no task at all
-        state = data.get(weakref.ref(task))
+        key = self.key
+        if key is None or key() is not task:
+            key = self.key = weakref.ref(task)
+        state = data.get(key)
         if state is None:
             return False
         scope = state.cancel_scope
