@@ -525,15 +525,16 @@ class RateLimiter:
     **What it guarantees.** Over any interval, the limiter serves at most ``rate x
     interval + burst``, and with callers always waiting it is the rate exactly. Waiters
     are served in turns of at most one burst, in order of arrival: requests up to the
-    burst are first come, first served; a larger one takes one burst per turn and goes
-    back in line, so it neither starves nor is starved by small ones, and while several
-    wait each gets the same share. It is handed out whole once all of it has been served
-    (so ``acquire`` of more than the burst returns after about ``(amount - burst) / rate``
-    seconds, and what it releases counts against that time). Any finite amount works, at
-    the same cost as a small one: no pieces, no per-burst wake-ups, constant memory; an
-    amount too large ever to be served (``1e300``) simply waits, cancellable. Waiting is a
-    sleep until the waiter's own moment: no polling. Cancelling a waiter (a timeout) gives
-    back what it had not been served, so others lose nothing.
+    burst are first come, first served; a larger one is served one burst per turn and
+    goes back in line, so it neither starves nor is starved by small ones, and while
+    several wait each request gets one turn per round (a share per request, not per
+    caller). A request is handed out whole once all of it has been served, so what it
+    releases counts against the time it was served over: ``acquire`` of more than the
+    burst returns no sooner than ``(amount - burst) / rate`` seconds after it asked. Any
+    finite amount works, at the cost of a small one: no pieces, no per-burst wake-ups,
+    constant memory; an amount too large ever to be served (``1e300``) simply waits,
+    cancellable. Waiting is a sleep until the waiter's own moment: no polling. Cancelling
+    a waiter (a timeout) gives back what it had not been served, so others lose nothing.
 
     **Arguments.** ``rate``: a :class:`Rate`, rate text (``"80Mbit/s"``), a number of
     units per second, or a :class:`Schedule` (also as text: ``"08:00,1MiB/s 18:00,off"``).
@@ -542,7 +543,9 @@ class RateLimiter:
     period never lets more than one burst through. ``full=True`` starts with a full
     burst instead of empty. ``parent``: a limiter every acquire is also charged to, so a
     chain (stream < job < host < site) keeps each level under its own rate and the children
-    together under the parent's. ``clock``: a function returning seconds, for threads in
+    together under the parent's; an acquire is served level by level (here, then by the
+    parent), so pieces of about a burst cross a chain at its slowest rate, while one
+    amount of many bursts waits its time at each level in turn. ``clock``: a function returning seconds, for threads in
     tests; by default :func:`time.monotonic`, or the event loop's clock when it keeps
     virtual time (see "Clocks" in the throttle docs).
 
