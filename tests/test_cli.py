@@ -405,7 +405,6 @@ COMMANDS = {  # argv, stdin, status when all goes well
     "pipe": (("pipe", "--rate", "100MB/s"), b"x" * 100_000, 0),
     "run": (("run", "--", "sh", "-c", "exit 3"), b"", 3),
     "demo": (("demo", *SMALL_DEMO), b"", 0),
-    "demo --json": (("demo", "--json", *SMALL_DEMO), b"", 0),
     "--help": (("pipe", "--help"), b"", 0),
     "--version": (("--version",), b"", 0),
 }
@@ -415,6 +414,7 @@ CASES = {
     for how in OUTPUTS
 } | {
     "validate unusable >gone": Case(("validate", "-"), stdout="gone", stdin=UNUSABLE),
+    "demo --json >full": Case(("demo", "--json", *SMALL_DEMO), stdout="full"),
     "validate - <&-": Case(("validate", "-"), stdin=None),
     "pipe <&-": Case(("pipe", "--rate", "off"), stdin=None),
     "error 2>/dev/full": Case(("pipe", "--rate", "0"), stderr="full"),
@@ -424,7 +424,7 @@ CASES = {
         ("pipe", "--rate", "off", "--progress"), stderr="full", stdin=b"y" * 1000
     ),
 }
-FRESH = ("--help >full", "pipe --progress 2>/dev/full", "validate >closed", "demo >gone")
+FRESH = ("--help >full", "pipe --progress 2>/dev/full", "demo >gone")
 MODES = ("buffered", "unbuffered")
 Outcome = tuple[int, str, bytes]  # status, stderr, stdout
 
@@ -516,6 +516,7 @@ def test_our_output_failing_is_one_line_and_never_a_traceback(
     ("case", "status", "fragment"),
     [
         ("validate unusable >gone", 1, None),  # the verdict stands, even unread
+        ("demo --json >full", 2, "cannot write to stdout: No space left on device"),
         ("validate - <&-", 2, "cannot read -: Bad file descriptor (stdin is closed)"),
         ("pipe <&-", 2, "cannot read stdin: Bad file descriptor (stdin is closed)"),
         ("error 2>/dev/full", 2, None),
@@ -527,8 +528,9 @@ def test_our_output_failing_is_one_line_and_never_a_traceback(
 @pytest.mark.parametrize("mode", MODES)
 def test_other_ways_out(case: str, status: int, fragment: str | None, mode: str) -> None:
     """
-    A closed stdin is one line; when stderr itself fails, the status still tells (and the
-    pipe's progress line, best effort, stops while the copy goes on).
+    A closed stdin is one line; a report written at the end (demo --json) fails at the end;
+    when stderr itself fails, the status still tells (and the pipe's progress line, best
+    effort, stops while the copy goes on).
     """
     got, err, _ = outcome(case, mode)
     assert got == status
