@@ -510,12 +510,27 @@ def _parser() -> argparse.ArgumentParser:
         help="run a command at lower priority and under a CPU cap",
         description="Run COMMAND at lower CPU and I/O priority (nice 10, best-effort I/O by "
         "default, as Avamar does) and, with --cpu, with its average CPU held at PERCENT of "
-        "one core. Its exit status is passed through and it is never left stopped.",
+        "one core. Its exit status is passed through and it is never left stopped, not even "
+        "if throttlekit itself is killed. Every option is checked before it starts.",
     )
-    p.add_argument("--cpu", type=float, metavar="PERCENT", help="the most CPU, in %% of one core")
-    p.add_argument("--nice", type=int, metavar="N", help="the nice value (default 10)")
     p.add_argument(
-        "--ionice", metavar="CLASS[:LEVEL]", help="idle, best-effort[:0-7] or realtime[:0-7]"
+        "--cpu",
+        type=float,
+        metavar="PERCENT",
+        help="the most CPU on average, in %% of one core (above 0, at most 100 x the CPUs "
+        "available; 250 is 2.5 cores)",
+    )
+    p.add_argument(
+        "--nice",
+        type=int,
+        metavar="N",
+        help="the nice value, -20 to 19 (default 10, or this process's own if higher; "
+        "lower than that needs privilege)",
+    )
+    p.add_argument(
+        "--ionice",
+        metavar="CLASS[:LEVEL]",
+        help="idle, none, best-effort[:0-7] or realtime[:0-7] (realtime needs privilege)",
     )
     p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     p.set_defaults(func=_cmd_run)
