@@ -545,9 +545,10 @@ class RateLimiter:
     chain (stream < job < host < site) keeps each level under its own rate and the children
     together under the parent's; an acquire is served level by level (here, then by the
     parent), so pieces of about a burst cross a chain at its slowest rate, while one
-    amount of many bursts waits its time at each level in turn. ``clock``: a function returning seconds, for threads in
-    tests; by default :func:`time.monotonic`, or the event loop's clock when it keeps
-    virtual time (see "Clocks" in the throttle docs).
+    amount of many bursts waits its time at each level in turn. ``clock``: a function
+    returning seconds, for threads in tests; by default :func:`time.monotonic`, or the
+    event loop's clock when it keeps virtual time (the clocks rule: see this module's
+    docstring and "Threads and tasks together" in the throttle docs).
 
     **Three ways in.** ``await acquire(n)`` in tasks, ``acquire_blocking(n)`` in threads,
     and ``acquire_nowait(n)``, which raises :class:`anyio.WouldBlock` instead of waiting.
