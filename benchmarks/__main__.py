@@ -95,6 +95,13 @@ def ratelimit_rows(repeat: int, seconds: float, add: Callable[..., None]) -> Non
         else None
     )
     add("uncontended acquire", ours, peer, theirs, "us", "<= 1.5x aiolimiter")
+    ours = median(lambda: rl.overhead_anyio(rl.make_throttlekit, 20_000), repeat)
+    theirs = (
+        median(lambda: rl.overhead_anyio(rl.make_aiolimiter, 20_000), repeat)
+        if aiolimiter
+        else None
+    )
+    add("uncontended acquire, anyio.run task", ours, peer, theirs, "us", "<= 1.5x aiolimiter")
 
     def accuracy(make: Any, index: int) -> float:
         return float(asyncio.run(rl.accuracy(make, 50, seconds, "bytes"))[index])
@@ -107,6 +114,10 @@ def ratelimit_rows(repeat: int, seconds: float, add: Callable[..., None]) -> Non
     add("10 MiB/s: worst 100 ms window / its share", ours, peer, theirs, "x", "<= 1.5x")
     ours = median(lambda: rl.threads_and_tasks(seconds), repeat)
     add("3 threads + 3 tasks: granted / rate", ours, "-", None, "x", "within 4%", "closer to 1")
+    ours = median(lambda: rl.threads_and_trio_tasks(seconds), repeat)
+    add(
+        "3 threads + 3 trio tasks: granted / rate", ours, "-", None, "x", "within 4%", "closer to 1"
+    )
     floor = median(lambda: float(asyncio.run(rl.cpu_of_waiters(None, seconds + 1))), repeat)
     ours = median(lambda: run_rl(rl.make_throttlekit, rl.cpu_of_waiters, seconds + 1), repeat)
     add("50 waiters at 20/s: CPU per grant / a sleep's", ours / floor, "-", None, "x", "<= 5x")

@@ -36,6 +36,7 @@ from throttlekit._pipe import (
     parse_burst,
     parse_pipe_rate,
 )
+from throttlekit._streams import piece_size
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux system calls")
 DATA = random.Random(1).randbytes(3 * _PIECE + 12345)  # several pieces, not a round number
@@ -279,15 +280,16 @@ def test_every_byte_is_paid_for_before_it_passes(
     tmp_path: Path, src_kind: str, burst: float | None
 ) -> None:
     """
-    Payments come before the bytes, are at most one burst (and 1 MiB) each, and the end
-    of the input costs no payment: what was paid exceeds what passed by less than a piece.
+    Payments come before the bytes, are at most one piece (a burst, or a millisecond of
+    the rate if that is more, and at most 1 MiB) each, and the end of the input costs no
+    payment: what was paid exceeds what passed by less than a piece.
     """
     src, dst = source(src_kind, tmp_path, DATA[:300_000]), sink("file", tmp_path)
     till = Till("10MiB/s", lambda: os.fstat(dst.fd).st_size, burst=burst)
     total = copy(src.fd, dst.fd, till)
     src.cleanup()
     assert total == 300_000
-    piece = min(till.burst, _PIECE)
+    piece = min(piece_size(till), _PIECE)
     paid_before = 0.0
     for amount, passed in till.payments:
         assert passed <= paid_before  # nothing passed that was not paid for
@@ -295,6 +297,13 @@ def test_every_byte_is_paid_for_before_it_passes(
         paid_before += amount
     assert total <= till.paid < total + piece
     assert dst.result() == DATA[:300_000]
+
+
+def test_a_tiny_burst_at_a_high_rate_costs_no_payment_per_byte() -> None:
+    """A burst of one byte at 1 GB/s pays in pieces of a millisecond of the rate (1 MB)."""
+    till = Till("1GB/s", lambda: 0, burst=1.0)
+    assert copy(io.BytesIO(DATA[:200_000]), io.BytesIO(), till) == 200_000
+    assert [amount for amount, _ in till.payments] == [1_000_000]
 
 
 def test_an_unlimited_rate_pays_nothing() -> None:

@@ -43,6 +43,7 @@ from typing import BinaryIO, Final, TextIO
 from ._errors import ThrottlekitError
 from ._ratelimit import RateLimiter
 from ._schedule import Schedule
+from ._streams import piece_size
 from ._units import Rate, UnitError, parse_size
 
 try:
@@ -439,8 +440,7 @@ def copy(
             if credit <= 0:
                 if not more():
                     return total
-                piece = limiter.burst
-                credit = _PIECE if piece >= _PIECE else max(1, int(piece))
+                credit = min(_PIECE, piece_size(limiter))
                 limiter.acquire_blocking(credit)
             n = move(credit)
             if not n:

@@ -33,7 +33,7 @@ def _check_limiter(value: object, name: str) -> RateLimiter | None:
     return value
 
 
-def _piece(limiter: RateLimiter) -> int:
+def piece_size(limiter: RateLimiter) -> int:
     """
     The largest single read or write: one burst, or a millisecond of the rate if that is
     more (at an unlimited rate, one burst: the rate says nothing then).
@@ -47,7 +47,7 @@ def _piece(limiter: RateLimiter) -> int:
 
 def _split(data: bytes | bytearray | memoryview, limiter: RateLimiter) -> list[memoryview]:
     view = memoryview(data).cast("B")
-    size = _piece(limiter)
+    size = piece_size(limiter)
     return [view[i : i + size] for i in range(0, len(view), size)] or [view]
 
 
@@ -105,7 +105,7 @@ class ThrottledByteStream(ByteStream):
         limiter = self._receive_limiter
         if limiter is None:
             return await self._stream.receive(max_bytes)
-        data = await self._stream.receive(min(max_bytes, _piece(limiter)))
+        data = await self._stream.receive(min(max_bytes, piece_size(limiter)))
         await limiter.acquire(len(data))
         return data
 
@@ -221,7 +221,7 @@ class ThrottledReader(_ThrottledFile):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        want = min(len(view), _piece(self._limiter))
+        want = min(len(view), piece_size(self._limiter))
         data = self._raw.read(want)
         if not data:
             return 0
