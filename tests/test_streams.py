@@ -89,6 +89,24 @@ async def test_receive_asks_for_at_most_one_burst_and_charges_what_arrived() -> 
     await stream.aclose()
 
 
+async def test_a_cancelled_receive_loses_no_bytes() -> None:
+    """Bytes that arrived while their charge was cancelled come back, charged, next time."""
+    send, receive = anyio.create_memory_object_stream[bytes](10)
+    from anyio.streams.buffered import BufferedByteReceiveStream
+
+    limiter = RateLimiter(10, burst=100)  # empty: 100 bytes take 10 s to earn
+    inner = StapledByteStream(send, BufferedByteReceiveStream(receive))  # type: ignore[arg-type]
+    stream = ThrottledByteStream(inner, receive_limiter=limiter)
+    await send.send(DATA[:150])
+    with anyio.move_on_after(1):
+        await stream.receive(4096)  # 100 bytes arrive; their charge is cancelled
+    with anyio.fail_after(100):
+        got = await stream.receive(60) + await stream.receive(4096) + await stream.receive()
+    assert got == DATA[:150]
+    assert limiter.statistics().total_granted == 150
+    await stream.aclose()
+
+
 async def test_unlimited_directions_pass_through() -> None:
     """Without limiters, the wrapper forwards send, receive, send_eof and aclose unchanged."""
     inner = RecordingStream()

@@ -82,6 +82,9 @@ class ThrottledByteStream(ByteStream):
         if not isinstance(stream, ByteStream):
             raise TypeError(f"stream must be an anyio ByteStream, got {type(stream).__name__}")
         self._stream = stream
+        # Bytes that arrived while their charge was cancelled: handed out (and charged)
+        # by the next receive, so a cancelled receive never loses data.
+        self._unpaid = b""
         self._send_limiter = _check_limiter(send_limiter, "send_limiter")
         self._receive_limiter = _check_limiter(receive_limiter, "receive_limiter")
 
@@ -101,12 +104,25 @@ class ThrottledByteStream(ByteStream):
             await self._stream.send(bytes(piece))
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        """Receive at most ``max_bytes`` (and at most one burst), charged once it arrived."""
+        """
+        Receive at most ``max_bytes`` (and at most one burst), charged once it arrived.
+
+        Cancellation-safe: bytes that arrived while the charge for them was cancelled (or
+        interrupted) are kept and returned, charged, by the next ``receive``.
+        """
         limiter = self._receive_limiter
         if limiter is None:
             return await self._stream.receive(max_bytes)
-        data = await self._stream.receive(min(max_bytes, piece_size(limiter)))
-        await limiter.acquire(len(data))
+        want = min(max_bytes, piece_size(limiter))
+        if self._unpaid:
+            data, self._unpaid = self._unpaid[:want], self._unpaid[want:]
+        else:
+            data = await self._stream.receive(want)
+        try:
+            await limiter.acquire(len(data))
+        except BaseException:
+            self._unpaid = data + self._unpaid
+            raise
         return data
 
     async def send_eof(self) -> None:
