@@ -28,7 +28,7 @@ from statistics import median
 import anyio
 
 from throttlekit import CpuGovernor, available_cpus, throttle_process
-from throttlekit._cpu import _proc_cpu, _Target, _Watchdog
+from throttlekit._throttle._cpu import _proc_cpu, _Target, _Watchdog
 
 SECONDS = 3.0
 BUSY = [sys.executable, "-c", "while True: pass"]

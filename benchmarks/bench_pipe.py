@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from throttlekit._units import parse_size
+from throttlekit._throttle._units import parse_size
 
 RATES: tuple[float | None, ...] = (1e9, 1e8, None)  # bytes per second; None: no limit
 SCENARIOS = ("file->file", "pipe->pipe")

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from throttlekit._bucket import EPS, Ticket, TokenBucket
+from throttlekit._throttle._bucket import EPS, Ticket, TokenBucket
 
 # -- drivers -----------------------------------------------------------------------------
 

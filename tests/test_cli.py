@@ -18,13 +18,15 @@ from typing import Any
 import anyio
 import pytest
 
-from throttlekit import ThrottlekitError, _cli, _demo
-from throttlekit._cli import main
+from throttlekit import ThrottlekitError
+from throttlekit._cli import _demo
+from throttlekit._cli import _main as _cli
+from throttlekit._cli._main import main
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
     from exceptiongroup import BaseExceptionGroup
 
-SAMPLE_DIR = Path(__file__).parent.parent / "src" / "throttlekit" / "data"
+SAMPLE_DIR = Path(__file__).parent.parent / "src" / "throttlekit" / "_cli" / "data"
 CONFIGMAP = str(SAMPLE_DIR / "sample-node-agent-configmap.json")
 NODES = str(SAMPLE_DIR / "sample-nodes.json")
 
@@ -300,7 +302,7 @@ SMALL_DEMO = ["--scale", "0.02", "--site-rate", "400MiB/s"]
 # cases also run in fresh interpreters (FRESH), and a test checks they end the same way.
 DRIVER = """
 import io, json, os, sys
-from throttlekit._cli import main
+from throttlekit._cli._main import main
 
 cases, work, buffered = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3] == "buffered"
 

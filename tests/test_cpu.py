@@ -16,13 +16,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import throttlekit._cpu as cpu_module
+import throttlekit._throttle._cpu as cpu_module
 from throttlekit import (
     CpuGovernor,
     available_cpus,
     lower_priority,
 )
-from throttlekit._cpu import _available_cpus, cpu_sleep
+from throttlekit._throttle._cpu import _available_cpus, cpu_sleep
 from throttlekit.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
@@ -167,8 +167,8 @@ for tid in os.listdir("/proc/self/task"):
 print(json.dumps({"before": [before.nice, before.io_class, before.io_level,
                              list(before.unsupported)],
                   "nices": sorted(set(nices.values())), "threads": len(nices),
-                  "after": [throttlekit._cpu._current_priority().io_class,
-                            throttlekit._cpu._current_priority().io_level]}))
+                  "after": [throttlekit._throttle._cpu._current_priority().io_class,
+                            throttlekit._throttle._cpu._current_priority().io_level]}))
 """
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-import throttlekit._cpu as cpu_module
+import throttlekit._throttle._cpu as cpu_module
 from throttlekit import ProcessControlError, ThrottlekitError, throttle_process
-from throttlekit._cpu import _proc_cpu
+from throttlekit._throttle._cpu import _proc_cpu
 
 pytestmark = [
     pytest.mark.anyio,

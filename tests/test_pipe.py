@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from throttlekit import RateLimiter, UnitError
-from throttlekit._pipe import (
+from throttlekit._cli._pipe import (
     _PIECE,
     CopyError,
     _FdMover,
@@ -36,7 +36,7 @@ from throttlekit._pipe import (
     parse_burst,
     parse_pipe_rate,
 )
-from throttlekit._streams import piece_size
+from throttlekit._throttle._streams import piece_size
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux system calls")
 DATA = random.Random(1).randbytes(3 * _PIECE + 12345)  # several pieces, not a round number

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from throttlekit import ConcurrencyPolicy, ConfigError, VeleroNodeAgentConfig
-from throttlekit._cli import main
-from throttlekit._config import parse_json_text
+from throttlekit._cli._main import main
+from throttlekit._policy._gojson import parse_json_text
 
 MAX_DEPTH = 100  # documented in docs/policy.md
 
@@ -61,7 +61,7 @@ def test_deep_json_text_is_a_config_error(depth: int, opener: str) -> None:
 
 def test_the_depth_limit_is_exact_and_strings_do_not_count() -> None:
     """MAX_DEPTH levels load; one more does not; brackets inside strings are not nesting."""
-    from throttlekit._config import MAX_DEPTH as limit
+    from throttlekit._policy._gojson import MAX_DEPTH as limit
 
     assert limit == MAX_DEPTH
     assert load(nested(MAX_DEPTH)).config is not None

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import throttlekit._ratelimit as ratelimit_module
+import throttlekit._throttle._ratelimit as ratelimit_module
 from throttlekit import Rate, RateLimiter, Schedule, UnitError
 from throttlekit.testing import ManualClock, run
 

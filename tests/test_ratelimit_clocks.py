@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from throttlekit import RateLimiter
-from throttlekit._ratelimit import Timeline
+from throttlekit._throttle._ratelimit import Timeline
 from throttlekit.testing import run
 
 # -- the sans-I/O joining ----------------------------------------------------------------

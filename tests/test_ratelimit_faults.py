@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-import throttlekit._ratelimit as ratelimit_module
+import throttlekit._throttle._ratelimit as ratelimit_module
 from throttlekit import RateLimiter
 from throttlekit.testing import ManualClock
 

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-import throttlekit._ratelimit as ratelimit_module
+import throttlekit._throttle._ratelimit as ratelimit_module
 from throttlekit import RateLimiter
 from throttlekit.testing import ManualClock
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-import throttlekit._cpu as cpu_module
-import throttlekit._runcmd as runcmd
+import throttlekit._cli._run as runcmd
+import throttlekit._throttle._cpu as cpu_module
 from throttlekit import ConfigError, ProcessControlError, ThrottlekitError
-from throttlekit._runcmd import _check, _Privileges, check_run_options, run_command
+from throttlekit._cli._run import _check, _Privileges, check_run_options, run_command
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from throttlekit import Rate, RateLimiter, Schedule
-from throttlekit import _ratelimit as ratelimit_module
+from throttlekit._throttle import _ratelimit as ratelimit_module
 
 UTC = timezone.utc
 MINUTE = timedelta(minutes=1)

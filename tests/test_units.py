@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from throttlekit import Rate, Rule, RuledPolicy, ThrottlekitError, UnitError
-from throttlekit._units import parse_size
+from throttlekit._throttle._units import parse_size
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ import anyio
 import pytest
 
 from throttlekit import ConcurrencyPolicy, ConfigError, PolicyWatcher
-from throttlekit._watch import MAX_POLICY_FILE_SIZE
+from throttlekit._policy._watch import MAX_POLICY_FILE_SIZE
 from throttlekit.testing import run
 
 if sys.version_info < (3, 11):

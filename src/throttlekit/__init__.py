@@ -9,17 +9,33 @@ this module and listed in ``__all__``; submodules starting with ``_`` are privat
 
 import logging as _logging
 
-from ._blocks import (
+import attrs as _attrs
+
+from ._errors import (
+    ConfigError,
+    ConfigProblem,
+    ItemBlockError,
+    ProcessControlError,
+    SelectorError,
+    ThrottlekitError,
+    UnitError,
+)
+from ._execution._blocks import (
     BlockResult,
     BlockStatus,
     ItemBlock,
-    ItemBlockError,
     ItemError,
     RunProgress,
     RunResult,
     build_item_blocks,
 )
-from ._cpu import (
+from ._execution._operation_limits import OperationLimits, OperationLimitsStatistics
+from ._execution._pool import ItemBlockWorkerPool, PoolStatistics
+from ._policy._rules import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRule
+from ._policy._selectors import LabelSelector, SelectorRequirement
+from ._policy._velero import VeleroNodeAgentConfig
+from ._policy._watch import PolicyWatcher, PolicyWatcherStatistics
+from ._throttle._cpu import (
     CpuGovernor,
     CpuGovernorStatistics,
     PrioritySettings,
@@ -27,23 +43,15 @@ from ._cpu import (
     lower_priority,
     throttle_process,
 )
-from ._errors import (
-    ConfigError,
-    ConfigProblem,
-    ProcessControlError,
-    SelectorError,
-    ThrottlekitError,
+from ._throttle._ratelimit import RateLimiter, RateLimiterStatistics
+from ._throttle._schedule import Schedule
+from ._throttle._streams import (
+    ThrottledByteStream,
+    ThrottledReader,
+    ThrottledWriter,
+    throttle_chunks,
 )
-from ._limits import OperationLimits, OperationLimitsStatistics
-from ._policy import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRule
-from ._pool import ItemBlockWorkerPool, PoolStatistics
-from ._ratelimit import RateLimiter, RateLimiterStatistics
-from ._schedule import Schedule
-from ._selectors import LabelSelector, SelectorRequirement
-from ._streams import ThrottledByteStream, ThrottledReader, ThrottledWriter, throttle_chunks
-from ._units import Rate, UnitError
-from ._velero import VeleroNodeAgentConfig
-from ._watch import PolicyWatcher, PolicyWatcherStatistics
+from ._throttle._units import Rate
 
 # Library-style logging: records go wherever the application sends them, and nowhere
 # (not to the last-resort stderr handler) when it configured nothing.
@@ -93,6 +101,22 @@ __all__ = [
     "throttle_chunks",
     "throttle_process",
 ]
+
+
+def _publish() -> None:
+    # Public names say where users import them from: tracebacks, reprs and the API
+    # reference read ``throttlekit.UnitError``, not the private module that defines it
+    # (as httpx and trio do). The defining modules keep their names for everything else.
+    # Annotations are resolved first, in the defining module: attrs and cattrs would
+    # otherwise look names up in this module's namespace and miss the private ones.
+    for name in __all__:
+        obj = globals()[name]
+        if _attrs.has(obj):
+            _attrs.resolve_types(obj)
+        obj.__module__ = __name__
+
+
+_publish()
 
 
 def __getattr__(name: str) -> str:

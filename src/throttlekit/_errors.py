@@ -5,10 +5,11 @@ The exceptions throttlekit raises on purpose, all under one root.
 
     Exception
     └── ThrottlekitError
-        ├── ConfigError (also ValueError)     a configuration cannot be used
-        ├── SelectorError (also ValueError)   an invalid Kubernetes label selector
-        ├── UnitError (also ValueError)       an invalid rate or size text
-        └── ProcessControlError (also OSError)  the OS refused to start or signal a process
+        ├── ConfigError (also ValueError)        a configuration cannot be used
+        ├── SelectorError (also ValueError)      an invalid Kubernetes label selector
+        ├── UnitError (also ValueError)          an invalid rate or size text
+        ├── ProcessControlError (also OSError)   the OS refused to start or signal a process
+        └── ItemBlockError (also ExceptionGroup) failures of a run or of one block
 
 Catch :class:`ThrottlekitError` to handle everything the library raises deliberately;
 catch :class:`ValueError` if you only care that some input was bad. Programming errors
@@ -17,16 +18,22 @@ catch :class:`ValueError` if you only care that some input was bad. Programming 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Sequence
 
 from attrs import frozen
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
+    from exceptiongroup import ExceptionGroup
 
 __all__ = [
     "ConfigError",
     "ConfigProblem",
+    "ItemBlockError",
     "ProcessControlError",
     "SelectorError",
     "ThrottlekitError",
+    "UnitError",
 ]
 
 
@@ -129,3 +136,36 @@ class ProcessControlError(ThrottlekitError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror) if self.strerror is not None else super().__str__()
+
+
+class UnitError(ThrottlekitError, ValueError):
+    """Text that is not a valid rate or size; the message quotes it and lists what is accepted."""
+
+
+class ItemBlockError(ExceptionGroup[Exception], ThrottlekitError):
+    """
+    Failures of a run or of one block: an :class:`ExceptionGroup` (handle it with
+    ``except*``), never collapsed to a bare exception, even for a single failure.
+
+    The run's group holds one group per failed block ("One or more items in block X
+    failed: ..."), whose members are the items' exceptions and, for an item whose
+    additional items failed, a group "One or more additional items for X failed: a; b".
+    ``block`` is the block's name (``None`` for the run's group).
+    """
+
+    block: str | None
+
+    def __new__(
+        cls, message: str, exceptions: Sequence[Exception], *, block: str | None = None
+    ) -> ItemBlockError:
+        self = super().__new__(cls, message, exceptions)
+        self.block = block
+        return self
+
+    def __init__(
+        self, message: str, exceptions: Sequence[Exception], *, block: str | None = None
+    ) -> None:
+        super().__init__(message, exceptions)
+
+    def derive(self, excs: Sequence[Exception]) -> ItemBlockError:  # type: ignore[override]
+        return ItemBlockError(self.message, excs, block=self.block)

@@ -40,11 +40,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import BinaryIO, Final, TextIO
 
-from ._errors import ThrottlekitError
-from ._ratelimit import RateLimiter
-from ._schedule import Schedule
-from ._streams import piece_size
-from ._units import Rate, UnitError, parse_size
+from .._errors import ThrottlekitError, UnitError
+from .._throttle._ratelimit import RateLimiter
+from .._throttle._schedule import Schedule
+from .._throttle._streams import piece_size
+from .._throttle._units import Rate, parse_size
 
 try:
     import fcntl

@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from attrs import field, frozen
 
-from ._units import Rate, UnitError
+from .._errors import UnitError
+from ._units import Rate
 
 __all__ = ["Schedule"]
 

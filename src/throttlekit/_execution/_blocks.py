@@ -13,23 +13,18 @@ block and (for an additional item) the parent item it was returned by, and
 from __future__ import annotations
 
 import enum
-import sys
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Generic, Literal, TypeVar
 
 from attrs import field, frozen
 
-from ._errors import ThrottlekitError
-
-if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
-    from exceptiongroup import ExceptionGroup
+from .._errors import ItemBlockError
 
 __all__ = [
     "BlockResult",
     "BlockStatus",
     "ItemBlock",
-    "ItemBlockError",
     "ItemError",
     "RunProgress",
     "RunResult",
@@ -329,32 +324,3 @@ class RunResult:
             f"{len(failed)} of {len(self.blocks)} blocks failed, {len(self.errors)} errors",
             groups,
         )
-
-
-class ItemBlockError(ExceptionGroup[Exception], ThrottlekitError):
-    """
-    Failures of a run or of one block: an :class:`ExceptionGroup` (handle it with
-    ``except*``), never collapsed to a bare exception, even for a single failure.
-
-    The run's group holds one group per failed block ("One or more items in block X
-    failed: ..."), whose members are the items' exceptions and, for an item whose
-    additional items failed, a group "One or more additional items for X failed: a; b".
-    ``block`` is the block's name (``None`` for the run's group).
-    """
-
-    block: str | None
-
-    def __new__(
-        cls, message: str, exceptions: Sequence[Exception], *, block: str | None = None
-    ) -> ItemBlockError:
-        self = super().__new__(cls, message, exceptions)
-        self.block = block
-        return self
-
-    def __init__(
-        self, message: str, exceptions: Sequence[Exception], *, block: str | None = None
-    ) -> None:
-        super().__init__(message, exceptions)
-
-    def derive(self, excs: Sequence[Exception]) -> ItemBlockError:  # type: ignore[override]
-        return ItemBlockError(self.message, excs, block=self.block)

@@ -20,14 +20,19 @@ from typing import Any, TextIO
 import anyio
 from attrs import define, field, frozen
 
-from ._blocks import ItemBlock, ItemBlockError, RunProgress, RunResult, build_item_blocks
-from ._errors import ThrottlekitError
-from ._limits import OperationLimits
+from .._errors import ItemBlockError, ThrottlekitError, UnitError
+from .._execution._blocks import (
+    ItemBlock,
+    RunProgress,
+    RunResult,
+    build_item_blocks,
+)
+from .._execution._operation_limits import OperationLimits
+from .._execution._pool import ItemBlockWorkerPool
+from .._policy._rules import ConcurrencyPolicy
+from .._throttle._ratelimit import RateLimiter
+from .._throttle._units import Rate
 from ._pipe import human_bytes
-from ._policy import ConcurrencyPolicy
-from ._pool import ItemBlockWorkerPool
-from ._ratelimit import RateLimiter
-from ._units import Rate, UnitError
 
 __all__ = ["DemoError", "DemoOptions", "parse_demo_rate", "prepare_demo", "run_demo"]
 

@@ -42,7 +42,7 @@ from typing import Final, Literal, Protocol, final
 import anyio
 from attrs import frozen
 
-from ._errors import ProcessControlError
+from .._errors import ProcessControlError
 
 __all__ = [
     "CpuGovernor",

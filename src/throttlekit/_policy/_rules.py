@@ -17,7 +17,7 @@ from typing import Any, Final, Generic, Literal, TypeVar, final
 from attrs import field, frozen
 from attrs.validators import in_
 
-from ._errors import ConfigError, ConfigProblem, SelectorError
+from .._errors import ConfigError, ConfigProblem, SelectorError
 from ._selectors import LabelSelector
 from ._velero import VeleroNodeAgentConfig
 

@@ -40,7 +40,7 @@ import cattrs
 from cattrs.errors import ClassValidationError, IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._errors import ConfigError, ConfigProblem
+from .._errors import ConfigError, ConfigProblem
 
 __all__ = [
     "MAX_DEPTH",

@@ -25,14 +25,13 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
-from ._errors import ConfigError, ThrottlekitError
+from .._errors import ConfigError, ThrottlekitError, UnitError
 from ._pipe import CopyError, human_bytes, silence
-from ._units import UnitError
 
 # Each command imports what it needs when it runs: `throttlekit pipe` starts in the time
 # it takes to import the pipe, not the policy engine and the worker pool.
 if TYPE_CHECKING:
-    from ._policy import Resolution
+    from .._policy._rules import Resolution
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
     from exceptiongroup import BaseExceptionGroup
@@ -138,7 +137,7 @@ def _read_text(path: str, limit: int = _CONFIG_LIMIT) -> bytes:
 
 def parse_labels(text: str) -> dict[str, str]:
     """Parse ``k=v,k2=v2`` into a label mapping, validating keys and values."""
-    from ._selectors import _key_problem, _value_problem
+    from .._policy._selectors import _key_problem, _value_problem
 
     labels: dict[str, str] = {}
     if text.strip() == "":
@@ -161,7 +160,7 @@ def read_nodes(data: bytes, where: str) -> list[tuple[str, dict[str, str]]]:
     Node names and labels from ``kubectl get nodes -o json`` output (a List or NodeList),
     a single Node object, or a plain list of Node objects.
     """
-    from ._config import describe, parse_json_text
+    from .._policy._gojson import describe, parse_json_text
 
     try:
         doc = parse_json_text(data)
@@ -234,7 +233,7 @@ def print_resolutions(
 
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
-    from ._policy import ConcurrencyPolicy
+    from .._policy._rules import ConcurrencyPolicy
 
     data = _read_text(args.config)
     lines: list[str] = []
@@ -272,7 +271,7 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
     import json
 
-    from ._policy import ConcurrencyPolicy
+    from .._policy._rules import ConcurrencyPolicy
 
     if args.labels is not None:
         subjects: list[tuple[str, dict[str, str] | None]] = [
@@ -299,14 +298,14 @@ def _cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
 def _sample(name: str) -> bytes:
     from importlib.resources import files
 
-    return files("throttlekit").joinpath("data").joinpath(name).read_bytes()
+    return files("throttlekit._cli").joinpath("data").joinpath(name).read_bytes()
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     import json
 
+    from .._policy._rules import ConcurrencyPolicy
     from ._demo import DemoOptions, parse_demo_rate, prepare_demo, run_demo
-    from ._policy import ConcurrencyPolicy
 
     configmap = _sample("sample-node-agent-configmap.json")
     nodes = read_nodes(_sample("sample-nodes.json"), "sample-nodes.json")
@@ -370,8 +369,8 @@ def _descriptor(stream: TextIO | None, action: str, name: str) -> int | None:
 
 
 def _cmd_pipe(args: argparse.Namespace, out: TextIO) -> int:
+    from .._throttle._ratelimit import RateLimiter
     from ._pipe import copy, parse_burst, parse_pipe_rate
-    from ._ratelimit import RateLimiter
 
     try:
         rate = parse_pipe_rate(args.rate)
@@ -408,7 +407,7 @@ def _cmd_pipe(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    from ._runcmd import run_command
+    from ._run import run_command
 
     command = list(args.command_line)
     if command and command[0] == "--":
@@ -445,7 +444,7 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
-        from . import __version__
+        from .. import __version__
 
         _Output(sys.stdout).write(f"{parser.prog} {__version__}\n")
         parser.exit()

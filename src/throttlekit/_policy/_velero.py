@@ -16,7 +16,8 @@ from typing import Any
 
 from attrs import evolve, frozen
 
-from ._config import (
+from .._errors import ConfigProblem
+from ._gojson import (
     JsonModel,
     internal_field,
     json_field,
@@ -25,7 +26,6 @@ from ._config import (
     structure,
     unstructure,
 )
-from ._errors import ConfigProblem
 
 __all__ = [
     "BackupPVCConfig",

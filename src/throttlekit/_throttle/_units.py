@@ -18,15 +18,11 @@ from typing import Final, Literal
 
 from attrs import field, frozen
 
-from ._errors import ThrottlekitError
+from .._errors import UnitError
 
-__all__ = ["Rate", "UnitError"]
+__all__ = ["Rate"]
 
 Kind = Literal["bytes", "units"]
-
-
-class UnitError(ThrottlekitError, ValueError):
-    """Text that is not a valid rate or size; the message quotes it and lists what is accepted."""
 
 
 # Bytes per unit. Case matters: B is a byte, b is a bit.

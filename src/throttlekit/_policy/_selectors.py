@@ -20,7 +20,7 @@ from typing import Any, Final, Literal, cast
 
 from attrs import field, frozen
 
-from ._errors import SelectorError
+from .._errors import SelectorError
 
 __all__ = ["LabelSelector", "SelectorRequirement"]
 

@@ -22,8 +22,8 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from attrs import frozen
 
-from ._errors import ConfigError
-from ._policy import ConcurrencyPolicy
+from .._errors import ConfigError
+from ._rules import ConcurrencyPolicy
 
 __all__ = ["MAX_POLICY_FILE_SIZE", "PolicyWatcher", "PolicyWatcherStatistics"]
 

@@ -36,14 +36,14 @@ from typing import Any, Final
 import anyio
 from attrs import frozen
 
-from ._cpu import (
+from .._errors import ConfigError, ProcessControlError
+from .._throttle._cpu import (
     _apply_priority_in_child,
     _check_priority,
     _libc,
     available_cpus,
     throttle_process,
 )
-from ._errors import ConfigError, ProcessControlError
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
     from exceptiongroup import BaseExceptionGroup
