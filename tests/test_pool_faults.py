@@ -431,6 +431,9 @@ def raiser(error: BaseException) -> Callable[..., Any]:
     [
         ("pvc/data", "returned a str, which would make each character an additional item"),
         (b"pvc/data", "returned a bytes, which would make each character"),
+        (bytearray(b"pvc"), "returned a bytearray, which would make each character"),
+        (memoryview(b"pvc"), "returned a memoryview, which would make each character"),
+        ({"pvc/data": 1}, "returned a dict, which would make each key an additional item"),
         (42, "returned a int; return None or an iterable of additional items"),
     ],
 )

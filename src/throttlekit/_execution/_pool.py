@@ -15,7 +15,7 @@ import logging
 import math
 import sys
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 from attrs import frozen
 
+from .._checks import check_number
 from ._blocks import (
     BlockResult,
     BlockStatus,
@@ -59,11 +60,10 @@ def _check_priority(value: object) -> int:
 
 
 def _check_seconds(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if math.isnan(value) or value < 0:
+    seconds = check_number(value, name, "a number of seconds")
+    if math.isnan(seconds) or seconds < 0:
         raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
-    return float(value)
+    return seconds
 
 
 def _check_callable(value: object, name: str) -> None:
@@ -545,10 +545,11 @@ class ItemBlockWorkerPool:
     ) -> list[Any] | None:
         """The additional items ``process(item)`` returned, still to do; None if unusable."""
         error: Exception
-        if isinstance(returned, str | bytes | bytearray):
+        if isinstance(returned, str | bytes | bytearray | memoryview | Mapping):
+            part = "key" if isinstance(returned, Mapping) else "character"
             error = TypeError(
                 f"process({_describe(item)}) returned a {type(returned).__name__}, which "
-                "would make each character an additional item; return None or an iterable "
+                f"would make each {part} an additional item; return None or an iterable "
                 "of additional items, such as a list"
             )
         else:

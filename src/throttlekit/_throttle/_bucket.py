@@ -48,6 +48,7 @@ import math
 from collections import deque
 from typing import Generic, TypeVar, final
 
+from .._checks import check_number
 from ._units import check_rate_number
 
 __all__ = ["Ticket", "TokenBucket"]
@@ -61,19 +62,17 @@ _SLACK = 1e-9
 
 
 def _check_burst(burst: float) -> float:
-    if isinstance(burst, bool) or not isinstance(burst, int | float):
-        raise TypeError(f"burst must be a number of units, got {type(burst).__name__}")
-    if math.isnan(burst) or burst <= 0:
+    value = check_number(burst, "burst", "a number of units")
+    if math.isnan(value) or value <= 0:
         raise ValueError(f"burst must be a number > 0, got {burst!r}")
-    return float(burst)
+    return value
 
 
 def _check_amount(amount: float) -> float:
-    if isinstance(amount, bool) or not isinstance(amount, int | float):
-        raise TypeError(f"amount must be a number, got {type(amount).__name__}")
-    if not (0 <= amount < math.inf):
+    value = check_number(amount, "amount")
+    if not (0 <= value < math.inf):
         raise ValueError(f"amount must be a finite number >= 0, got {amount!r}")
-    return float(amount)
+    return value
 
 
 def _whole(x: float) -> float:

@@ -42,6 +42,7 @@ from typing import Final, Literal, Protocol, final
 import anyio
 from attrs import frozen
 
+from .._checks import check_number
 from .._errors import ProcessControlError
 
 __all__ = [
@@ -56,9 +57,7 @@ __all__ = [
 
 
 def _check_number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    return float(value)
+    return check_number(value, name)
 
 
 def _check_percent(percent: object) -> float:
@@ -74,11 +73,10 @@ def _check_percent(percent: object) -> float:
 def _check_window(window: object, name: str = "window") -> float:
     if isinstance(window, timedelta):
         window = window.total_seconds()
-    if isinstance(window, bool) or not isinstance(window, int | float):
-        raise TypeError(f"{name} must be seconds or a timedelta, got {type(window).__name__}")
-    if not (math.isfinite(window) and window > 0):
+    seconds = check_number(window, name, "seconds or a timedelta")
+    if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"{name} must be > 0 seconds and finite, got {window!r}")
-    return float(window)
+    return seconds
 
 
 def cpu_sleep(cpu: float, wall: float, percent: float) -> float:
@@ -259,6 +257,8 @@ class _HasPid(Protocol):
     def pid(self) -> int: ...
 
 
+_MIN_DUTY: Final = 0.02  # the shortest run, as a share of the period, above 8% targets
+_MIN_RUN: Final = 0.002  # seconds: the shortest run between a continue and a stop
 _TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PID_MAX: Final = 2**31 - 1  # the largest value a C pid_t holds
 
@@ -605,10 +605,13 @@ async def _duty_cycle(
         if now - t0 >= 3 * period:  # adapt: run longer if under the target, shorter if over
             measured = (cpu - c0) / (now - t0)
             if measured > 0:
-                duty = min(1.0, max(0.02, duty * (fraction / measured) ** 0.5))
+                floor = min(_MIN_DUTY, fraction / 4)
+                duty = min(1.0, max(floor, duty * (fraction / measured) ** 0.5))
             elif duty < 1.0:
                 duty = min(1.0, duty * 1.5)
-        run_for = duty * period
+        # Below a couple of milliseconds a run is mostly signalling: under 2% of a period,
+        # runs stay that long and the stops grow instead, so the average still holds.
+        run_for = max(duty * period, _MIN_RUN) if duty < 1.0 else period
         await anyio.sleep(run_for)
         if duty >= 1.0:
             continue
@@ -617,7 +620,7 @@ async def _duty_cycle(
         watchdog.ensure(pids)  # before the stop: if we die while it lasts, it continues
         try:  # continued on every way out, even if stopping failed half-way
             _suspend(target, pids)
-            await anyio.sleep(period - run_for)
+            await anyio.sleep(run_for * (1.0 - duty) / duty)
         finally:
             _resume(target, pids)
 

@@ -58,6 +58,7 @@ import anyio
 import anyio.lowlevel
 from attrs import frozen
 
+from .._checks import check_number
 from ._bucket import EPS, Ticket, TokenBucket
 from ._schedule import Schedule
 from ._units import Rate, check_rate_number
@@ -100,14 +101,10 @@ def _coerce_burst(value: object) -> float | timedelta:
         if value <= timedelta(0):
             raise ValueError(f"burst must be a positive duration, got {value!r}")
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(
-            f"burst must be an amount (a number) or a duration (timedelta), got "
-            f"{type(value).__name__}"
-        )
-    if not (math.isfinite(value) and value > 0):
+    number = check_number(value, "burst", "an amount (a number) or a duration (timedelta)")
+    if not (math.isfinite(number) and number > 0):
         raise ValueError(f"burst must be a finite amount > 0, got {value!r}")
-    return float(value)
+    return number
 
 
 def _check_amount(amount: object) -> float:

@@ -18,6 +18,7 @@ from typing import Final, Literal
 
 from attrs import field, frozen
 
+from .._checks import check_number
 from .._errors import UnitError
 
 __all__ = ["Rate"]
@@ -70,11 +71,10 @@ _ACCEPTED: Final = (
 
 def check_rate_number(value: object, name: str) -> float:
     """``value`` as a rate in units per second: a number >= 0, ``math.inf`` for unlimited."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of units per second, got {type(value).__name__}")
-    if math.isnan(value) or value < 0:
+    number = check_number(value, name, "a number of units per second")
+    if math.isnan(number) or number < 0:
         raise ValueError(f"{name} must be >= 0 (math.inf for unlimited), got {value!r}")
-    return float(value)
+    return number
 
 
 def parse_size(text: str) -> float:
