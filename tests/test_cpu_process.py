@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import anyio
 import pytest
 
 import throttlekit._throttle._cpu as cpu_module
+from _procs import WAIT, state, wait_until
 from throttlekit import ProcessControlError, ThrottlekitError, throttle_process
 from throttlekit._throttle._cpu import _proc_cpu
 
@@ -32,23 +33,6 @@ pytestmark = [
 
 
 BUSY = [sys.executable, "-c", "while True: pass"]
-WAIT = 10.0  # the most any single wait below may take, in real seconds
-
-
-def state(pid: int) -> str:
-    """The kernel's one-letter state ('T' stopped, 'Z' zombie, 'gone' when reaped)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return "gone"
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {WAIT} s: {what}")
-        time.sleep(0.005)
 
 
 def watchdogs(parent: int) -> list[int]:

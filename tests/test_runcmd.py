@@ -26,6 +26,7 @@ import pytest
 
 import throttlekit._cli._run as runcmd
 import throttlekit._throttle._cpu as cpu_module
+from _procs import WAIT, state, wait_until
 from throttlekit import ConfigError, ProcessControlError, ThrottlekitError
 from throttlekit._cli._run import _check, _Privileges, check_run_options, run_command
 
@@ -34,7 +35,6 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
-WAIT = 10.0  # the most any single wait below may take, in real seconds
 UNPRIVILEGED = _Privileges(nice=0, rlimit_nice=0, capabilities=0)
 CAP_SYS_NICE = 1 << 23
 
@@ -48,22 +48,6 @@ def throttlekit(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str
         timeout=60,
         **kwargs,
     )
-
-
-def state(pid: int) -> str:
-    """The kernel's one-letter state ('T' stopped, 'Z' zombie, 'gone' when reaped)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return "gone"
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {WAIT} s: {what}")
-        time.sleep(0.005)
 
 
 def children(parent: int) -> list[int]:
