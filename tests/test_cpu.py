@@ -112,8 +112,12 @@ def test_thread_scope_keeps_one_history_per_thread() -> None:
         ({"percent": 30, "window": "1s"}, TypeError, "window must be seconds or a timedelta"),
         ({"percent": 30, "scope": "core"}, ValueError, "scope must be"),
         ({"percent": 30, "scope": 1}, TypeError, "scope must be"),
-        ({"percent": 30, "clock": 1}, TypeError, "clock must be a function"),
-        ({"percent": 30, "cpu_clock": "now"}, TypeError, "cpu_clock must be a function"),
+        ({"percent": 30, "clock": 1}, TypeError, "clock must be callable or None, got int"),
+        (
+            {"percent": 30, "cpu_clock": "now"},
+            TypeError,
+            "cpu_clock must be callable or None, got str",
+        ),
     ],
 )
 def test_bad_governor_arguments(kwargs: dict[str, object], error: type, fragment: str) -> None:
@@ -229,8 +233,8 @@ def test_lower_priority_idle_io_class() -> None:
         ({"nice": True}, TypeError, "nice must be an int"),
         ({"io_class": "fast"}, ValueError, "io_class must be one of"),
         ({"io_class": 2}, TypeError, "io_class must be a string"),
-        ({"io_level": 9}, ValueError, "io_level must be an int from 0 to 7"),
-        ({"io_level": -1}, ValueError, "io_level must be an int from 0 to 7"),
+        ({"io_level": 9}, ValueError, "io_level must be between 0 and 7, got 9"),
+        ({"io_level": -1}, ValueError, "io_level must be between 0 and 7, got -1"),
         ({"io_level": "4"}, TypeError, "io_level must be an int or None"),
         ({"io_class": "idle", "io_level": 3}, ValueError, "io_level applies to the realtime"),
     ],

@@ -271,8 +271,11 @@ def test_bad_limits_are_named(kwargs: dict[str, Any], error: type, fragment: str
 async def test_bad_slot_arguments() -> None:
     """Kinds must be non-empty strings and keys hashable."""
     limits = OperationLimits()
-    with pytest.raises(TypeError, match="kind must be a non-empty str"):
+    with pytest.raises(ValueError, match="kind must be a non-empty str"):
         async with limits.slot(""):
+            pass
+    with pytest.raises(TypeError, match="kind must be a non-empty str, got int"):
+        async with limits.slot(3):  # type: ignore[arg-type]
             pass
     with pytest.raises(TypeError, match="key must be hashable"):
         async with limits.slot("backup", key=["vm"]):

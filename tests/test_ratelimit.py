@@ -446,7 +446,7 @@ async def test_tasks_and_threads_share_one_line() -> None:
         ({"rate": 1, "burst": "1MiB"}, TypeError, "burst must be an amount"),
         ({"rate": 1, "burst": timedelta(0)}, ValueError, "burst must be a positive duration"),
         ({"rate": 1, "parent": "site"}, TypeError, "parent must be a RateLimiter"),
-        ({"rate": 1, "clock": 5}, TypeError, "clock must be a function"),
+        ({"rate": 1, "clock": 5}, TypeError, "clock must be callable or None, got int"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict[str, object], error: type, fragment: str) -> None:

@@ -192,9 +192,9 @@ def test_check_is_usable_without_an_event_loop(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "fragment"),
     [
-        ({"interval": 0}, ValueError, "interval must be a positive"),
-        ({"interval": float("nan")}, ValueError, "interval must be a positive"),
-        ({"interval": "1"}, TypeError, "interval must be a number"),
+        ({"interval": 0}, ValueError, "interval must be > 0 seconds and finite"),
+        ({"interval": float("nan")}, ValueError, "interval must be > 0 seconds and finite"),
+        ({"interval": "1"}, TypeError, "interval must be seconds or a timedelta, got str"),
         ({"load": int, "strict": True}, ValueError, "strict= applies to the default"),
     ],
 )

@@ -36,6 +36,7 @@ from typing import Any, Final
 import anyio
 from attrs import frozen
 
+from .._checks import check_number, check_optional_int
 from .._errors import ConfigError, ProcessControlError
 from .._throttle._cpu import (
     _apply_priority_in_child,
@@ -183,18 +184,16 @@ def _check(
     if not all(isinstance(arg, str) for arg in argv):
         raise TypeError(f"argv must be a sequence of strings, got {argv!r}")
     if cpu is not None:
-        if isinstance(cpu, bool) or not isinstance(cpu, int | float):
-            raise TypeError(f"cpu must be a number or None, got {type(cpu).__name__}")
+        cpu = check_number(cpu, "cpu", "a number or None")
         top = 100 * cpus
         if not (math.isfinite(cpu) and 0 < cpu <= top):
             raise _invalid(
                 f"invalid --cpu {cpu!r}: a percentage of one core, above 0 and at most "
                 f"{top:g} ({cpus:g} CPUs available here)"
             )
+    nice = check_optional_int(nice, "nice")
     if nice is None:
         nice = max(_DEFAULT_NICE, privileges.nice)
-    elif isinstance(nice, bool) or not isinstance(nice, int):
-        raise TypeError(f"nice must be an int or None, got {type(nice).__name__}")
     elif not -20 <= nice <= 19:
         raise _invalid(f"invalid --nice {nice}: the nice value is -20 (first) to 19 (last)")
     elif not privileges.may_set_nice(nice):

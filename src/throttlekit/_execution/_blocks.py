@@ -19,6 +19,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from attrs import field, frozen
 
+from .._checks import check_callable
 from .._errors import ItemBlockError
 
 __all__ = [
@@ -102,10 +103,8 @@ def build_item_blocks(
     itself, which must then be hashable); ``name`` names a block after its first item
     (default ``str``).
     """
-    if related is not None and not callable(related):
-        raise TypeError(f"related must be a function of an item, got {related!r}")
-    if key is not None and not callable(key):
-        raise TypeError(f"key must be a function of an item, got {key!r}")
+    check_callable(related, "related", optional=True)
+    check_callable(key, "key", optional=True)
     ident: Callable[[T], Hashable] = key if key is not None else (lambda item: item)
 
     def key_of(item: T) -> Hashable:

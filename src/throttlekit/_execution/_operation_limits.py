@@ -20,22 +20,20 @@ from typing import final
 import anyio
 from attrs import frozen
 
+from .._checks import check_optional_int, check_priority
+
 __all__ = ["OperationLimits", "OperationLimitsStatistics"]
 
 
 def _check_limit(value: object, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1 or None, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1 (or None for no limit), got {value}")
-    return value
+    return check_optional_int(value, name, minimum=1)
 
 
 def _check_kind(kind: object) -> str:
-    if not isinstance(kind, str) or not kind:
-        raise TypeError(f"kind must be a non-empty str, got {kind!r}")
+    if not isinstance(kind, str):
+        raise TypeError(f"kind must be a non-empty str, got {type(kind).__name__}")
+    if not kind:
+        raise ValueError("kind must be a non-empty str, got ''")
     return kind
 
 
@@ -211,8 +209,7 @@ class OperationLimits:
         """
         kind = _check_kind(kind)
         key = self._check_key(key)
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+        priority = check_priority(priority)
         await anyio.lowlevel.checkpoint_if_cancelled()
         if not self._waiters and self._fits(kind, key):
             self._take(kind, key)

@@ -23,7 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 from attrs import frozen
 
-from .._checks import check_number
+from .._checks import check_callable, check_int, check_priority, check_seconds
 from ._blocks import (
     BlockResult,
     BlockStatus,
@@ -43,32 +43,6 @@ __all__ = ["ItemBlockWorkerPool", "PoolStatistics"]
 T = TypeVar("T")
 
 logger = logging.getLogger("throttlekit.pool")
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_priority(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"priority must be an int (higher runs first), got {value!r}")
-    return value
-
-
-def _check_seconds(value: object, name: str) -> float:
-    seconds = check_number(value, name, "a number of seconds")
-    if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
-    return seconds
-
-
-def _check_callable(value: object, name: str) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable or None, got {value!r}")
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
@@ -236,8 +210,8 @@ class ItemBlockWorkerPool:
     """
 
     def __init__(self, workers: int, *, grace_period: float = 10.0) -> None:
-        self._workers = _check_int(workers, "workers", 1)
-        self._grace = _check_seconds(grace_period, "grace_period")
+        self._workers = check_int(workers, "workers", minimum=1)
+        self._grace = check_seconds(grace_period, "grace_period", allow_inf=True)
         self._ready: dict[int, deque[_Run[Any]]] = {}
         self._runs: list[_Run[Any]] = []
         self._idle: deque[anyio.Event] = deque()
@@ -459,8 +433,7 @@ class ItemBlockWorkerPool:
         for i, block in enumerate(block_list):
             if not isinstance(block, ItemBlock):
                 raise TypeError(f"blocks[{i}] must be an ItemBlock, got {type(block).__name__}")
-        if not callable(process):
-            raise TypeError(f"process must be callable, got {process!r}")
+        check_callable(process, "process")
         for name, value in (
             ("pre_hook", pre_hook),
             ("post_hook", post_hook),
@@ -468,19 +441,21 @@ class ItemBlockWorkerPool:
             ("on_error", on_error),
             ("on_progress", on_progress),
         ):
-            _check_callable(value, name)
+            check_callable(value, name, optional=True)
         run: _Run[T] = _Run(
             block_list,
             process,
             pre_hook=pre_hook,
             post_hook=post_hook,
             key=key,
-            additional_concurrency=_check_int(additional_concurrency, "additional_concurrency", 1),
+            additional_concurrency=check_int(
+                additional_concurrency, "additional_concurrency", minimum=1
+            ),
             fail_fast=bool(fail_fast),
             on_error=on_error,
             on_progress=on_progress,
-            progress_interval=_check_seconds(progress_interval, "progress_interval"),
-            priority=_check_priority(priority),
+            progress_interval=check_seconds(progress_interval, "progress_interval", allow_inf=True),
+            priority=check_priority(priority),
             started=anyio.current_time(),
         )
         self._runs.append(run)

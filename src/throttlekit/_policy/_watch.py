@@ -10,7 +10,6 @@ can be resized while work runs.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import stat
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from attrs import frozen
 
+from .._checks import check_callable, check_seconds
 from .._errors import ConfigError
 from ._rules import ConcurrencyPolicy
 
@@ -199,10 +199,9 @@ class PolicyWatcher(Generic[P]):
     ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or path, got {type(path).__name__}")
-        if isinstance(interval, bool) or not isinstance(interval, int | float):
-            raise TypeError(f"interval must be a number of seconds, got {type(interval).__name__}")
-        if not (math.isfinite(interval) and interval > 0):
-            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+        seconds = check_seconds(interval, "interval", allow_zero=False)
+        check_callable(load, "load", optional=True)
+        check_callable(on_error, "on_error", optional=True)
         if load is not None and strict:
             raise ValueError(
                 "strict= applies to the default Velero loader; pass it to your load= instead"
@@ -214,7 +213,7 @@ class PolicyWatcher(Generic[P]):
 
         self._path = Path(path)
         self._load: Callable[[bytes], Any] = load
-        self._interval = float(interval)
+        self._interval = seconds
         self._fallback = fallback
         self._on_error = on_error
         self._policy: Any = None
@@ -269,8 +268,7 @@ class PolicyWatcher(Generic[P]):
         ``SystemExit``, a cancellation) is not swallowed: the new policy stays in force,
         waiters are woken, and it propagates out of :meth:`check` and the watcher's task.
         """
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        check_callable(callback, "callback")
         self._subscribers.append(callback)
 
         def unsubscribe() -> None:

@@ -42,7 +42,13 @@ from typing import Final, Literal, Protocol, final
 import anyio
 from attrs import frozen
 
-from .._checks import check_number
+from .._checks import (
+    check_callable,
+    check_int,
+    check_number,
+    check_optional_int,
+    check_seconds,
+)
 from .._errors import ProcessControlError
 
 __all__ = [
@@ -56,12 +62,8 @@ __all__ = [
 ]  # cpu_sleep is the sans-I/O maths, public here but not from throttlekit
 
 
-def _check_number(name: str, value: object) -> float:
-    return check_number(value, name)
-
-
 def _check_percent(percent: object) -> float:
-    value = _check_number("percent", percent)
+    value = check_number(percent, "percent")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(
             f"percent must be > 0 and finite (of one core; 250 is two and a half cores), "
@@ -71,12 +73,7 @@ def _check_percent(percent: object) -> float:
 
 
 def _check_window(window: object, name: str = "window") -> float:
-    if isinstance(window, timedelta):
-        window = window.total_seconds()
-    seconds = check_number(window, name, "seconds or a timedelta")
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"{name} must be > 0 seconds and finite, got {window!r}")
-    return seconds
+    return check_seconds(window, name, allow_zero=False)
 
 
 def cpu_sleep(cpu: float, wall: float, percent: float) -> float:
@@ -89,11 +86,11 @@ def cpu_sleep(cpu: float, wall: float, percent: float) -> float:
     >>> cpu_sleep(cpu=0.1, wall=1.0, percent=25)   # already under: no sleep
     0.0
     """
-    for name, value in (("cpu", cpu), ("wall", wall)):
-        number = _check_number(name, value)
-        if not (math.isfinite(number) and number >= 0):
-            raise ValueError(f"{name} must be >= 0 seconds and finite, got {value!r}")
-    return _cpu_sleep(cpu, wall, _check_percent(percent))
+    return _cpu_sleep(
+        check_seconds(cpu, "cpu", timedelta_ok=False),
+        check_seconds(wall, "wall", timedelta_ok=False),
+        _check_percent(percent),
+    )
 
 
 def _cpu_sleep(cpu: float, wall: float, percent: float) -> float:
@@ -183,9 +180,8 @@ class CpuGovernor:
             raise TypeError(f"scope must be 'process' or 'thread', got {scope!r}")
         if scope not in ("process", "thread"):
             raise ValueError(f"scope must be 'process' or 'thread', got {scope!r}")
-        for name, fn in (("clock", clock), ("cpu_clock", cpu_clock)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name} must be a function returning seconds, got {fn!r}")
+        check_callable(clock, "clock", optional=True)
+        check_callable(cpu_clock, "cpu_clock", optional=True)
         self._scope = scope
         self._clock = clock if clock is not None else time.monotonic
         default_cpu = time.process_time if scope == "process" else time.thread_time
@@ -746,10 +742,7 @@ def _set_thread_priority(tid: int, nice: int, io_value: int | None) -> None:
 
 def _check_priority(nice: object, io_class: object, io_level: object) -> int:
     """Validate the settings; returns the ioprio value to set."""
-    if isinstance(nice, bool) or not isinstance(nice, int):
-        raise TypeError(f"nice must be an int, got {type(nice).__name__}")
-    if not -20 <= nice <= 19:
-        raise ValueError(f"nice must be between -20 and 19, got {nice}")
+    nice = check_int(nice, "nice", minimum=-20, maximum=19)
     if not isinstance(io_class, str):
         raise TypeError(f"io_class must be a string, got {type(io_class).__name__}")
     if io_class not in _IO_CLASSES:
@@ -757,14 +750,13 @@ def _check_priority(nice: object, io_class: object, io_level: object) -> int:
     klass = _IO_CLASSES[io_class]
     if io_level is None:
         io_level = (nice + 20) // 5
-    elif isinstance(io_level, bool) or not isinstance(io_level, int):
-        raise TypeError(f"io_level must be an int or None, got {type(io_level).__name__}")
-    elif klass not in (1, 2):
-        raise ValueError(
-            f"io_level applies to the realtime and best-effort classes only, not {io_class!r}"
-        )
-    if not 0 <= io_level <= 7:
-        raise ValueError(f"io_level must be an int from 0 to 7, got {io_level!r}")
+    else:
+        io_level = check_optional_int(io_level, "io_level")
+        if klass not in (1, 2):
+            raise ValueError(
+                f"io_level applies to the realtime and best-effort classes only, not {io_class!r}"
+            )
+    io_level = check_int(io_level, "io_level", minimum=0, maximum=7)
     return (klass << 13) | (0 if klass in (0, 3) else io_level)
 
 

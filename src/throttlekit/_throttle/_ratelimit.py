@@ -58,7 +58,7 @@ import anyio
 import anyio.lowlevel
 from attrs import frozen
 
-from .._checks import check_number
+from .._checks import check_callable, check_number
 from ._bucket import EPS, Ticket, TokenBucket
 from ._schedule import Schedule
 from ._units import Rate, check_rate_number
@@ -108,11 +108,10 @@ def _coerce_burst(value: object) -> float | timedelta:
 
 
 def _check_amount(amount: object) -> float:
-    if isinstance(amount, bool) or not isinstance(amount, int | float):
-        raise TypeError(f"amount must be a number, got {type(amount).__name__}")
-    if not (0 <= amount < math.inf):
+    value = check_number(amount, "amount")
+    if not (0 <= value < math.inf):
         raise ValueError(f"amount must be a finite number >= 0, got {amount!r}")
-    return amount
+    return value
 
 
 @frozen(kw_only=True)
@@ -583,8 +582,7 @@ class RateLimiter:
         self._burst_spec = _DEFAULT_BURST if burst is None else _coerce_burst(burst)
         if parent is not None and not isinstance(parent, RateLimiter):
             raise TypeError(f"parent must be a RateLimiter or None, got {type(parent).__name__}")
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be a function returning seconds, got {clock!r}")
+        check_callable(clock, "clock", optional=True)
         self._tree: _Tree
         if parent is not None:
             if clock is not None and clock is not parent._tree.clock:
