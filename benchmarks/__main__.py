@@ -114,7 +114,7 @@ def ratelimit_rows(repeat: int, seconds: float, add: Callable[..., None]) -> Non
     add("10 MiB/s: worst 100 ms window / its share", ours, peer, theirs, "x", "<= 1.5x")
     ours = median(lambda: rl.threads_and_tasks(seconds), repeat)
     add("3 threads + 3 tasks: granted / rate", ours, "-", None, "x", "within 4%", "closer to 1")
-    ours = median(lambda: rl.threads_and_trio_tasks(seconds), repeat)
+    ours = median(lambda: rl.threads_and_tasks(seconds, "trio"), repeat)
     add(
         "3 threads + 3 trio tasks: granted / rate", ours, "-", None, "x", "within 4%", "closer to 1"
     )

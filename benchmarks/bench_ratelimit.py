@@ -163,39 +163,11 @@ async def accuracy(make: Callable[..., Acquire], tasks: int, seconds: float, uni
     return achieved, worst * CHUNK / (rate * 0.1)
 
 
-def threads_and_tasks(seconds: float) -> float:
-    """3 threads and 3 tasks on one limiter at 2,000/s: granted / (rate x time)."""
-    limiter = RateLimiter(2000, burst=20)
-    counts = [0] * 6
-    stop = time.monotonic() + seconds
-
-    def thread(i: int) -> None:
-        while time.monotonic() < stop:
-            limiter.acquire_blocking(1)
-            counts[i] += 1
-
-    async def task(i: int) -> None:
-        while time.monotonic() < stop:
-            await limiter.acquire(1)
-            counts[i] += 1
-
-    async def main() -> None:
-        await asyncio.gather(*(task(i) for i in range(3, 6)))
-
-    workers = [threading.Thread(target=thread, args=(i,)) for i in range(3)]
-    for w in workers:
-        w.start()
-    asyncio.run(main())
-    for w in workers:
-        w.join()
-    return sum(counts) / (2000 * seconds)
-
-
-def threads_and_trio_tasks(seconds: float) -> float:
+def threads_and_tasks(seconds: float, backend: str = "asyncio") -> float:
     """
-    3 threads and 3 trio tasks on one limiter at 2,000/s: granted / (rate x time). trio's
-    clock has a random offset from the threads' monotonic clock; the limiter must keep
-    one timeline anyway (it once granted everything waiting when the two met).
+    3 threads and 3 tasks (on ``backend``) on one limiter at 2,000/s: granted / (rate x
+    time). trio's clock has a random offset from the threads' monotonic clock; the limiter
+    must keep one timeline anyway (it once granted everything waiting when the two met).
     """
     limiter = RateLimiter(2000, burst=20)
     counts = [0] * 6
@@ -220,7 +192,7 @@ def threads_and_trio_tasks(seconds: float) -> float:
     start = time.monotonic()
     for w in workers:
         w.start()
-    anyio.run(main, backend="trio")
+    anyio.run(main, backend=backend)
     for w in workers:
         w.join()
     return sum(counts) / (2000 * (time.monotonic() - start))
@@ -468,7 +440,7 @@ def main() -> None:
 
     ratio = threads_and_tasks(2 * scale)
     print(f"\n3 threads + 3 asyncio tasks on one throttlekit limiter: {ratio:.3f} of the rate")
-    ratio = threads_and_trio_tasks(2 * scale)
+    ratio = threads_and_tasks(2 * scale, "trio")
     print(f"3 threads + 3 trio tasks on one throttlekit limiter: {ratio:.3f} of the rate")
 
     floor = asyncio.run(cpu_of_waiters(None, 3 * scale))
