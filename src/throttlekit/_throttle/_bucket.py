@@ -68,7 +68,8 @@ def _check_burst(burst: float) -> float:
     return value
 
 
-def _check_amount(amount: float) -> float:
+def check_amount(amount: object) -> float:
+    """An amount to take: a finite number >= 0 (shared with the limiter's entry points)."""
     value = check_number(amount, "amount")
     if not (0 <= value < math.inf):
         raise ValueError(f"amount must be a finite number >= 0, got {amount!r}")
@@ -109,7 +110,7 @@ class Ticket:
     __slots__ = ("amount", "done", "rest")
 
     def __init__(self, amount: float) -> None:
-        self.amount = _check_amount(amount)
+        self.amount = check_amount(amount)
         self.rest = self.amount
         self.done = False
 

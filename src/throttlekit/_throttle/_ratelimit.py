@@ -59,7 +59,7 @@ import anyio.lowlevel
 from attrs import frozen
 
 from .._checks import check_callable, check_number
-from ._bucket import EPS, Ticket, TokenBucket
+from ._bucket import EPS, Ticket, TokenBucket, check_amount
 from ._schedule import Schedule
 from ._units import Rate, check_rate_number
 
@@ -105,13 +105,6 @@ def _coerce_burst(value: object) -> float | timedelta:
     if not (math.isfinite(number) and number > 0):
         raise ValueError(f"burst must be a finite amount > 0, got {value!r}")
     return number
-
-
-def _check_amount(amount: object) -> float:
-    value = check_number(amount, "amount")
-    if not (0 <= value < math.inf):
-        raise ValueError(f"amount must be a finite number >= 0, got {amount!r}")
-    return value
 
 
 @frozen(kw_only=True)
@@ -822,7 +815,7 @@ class RateLimiter:
         if (amount.__class__ is not int and amount.__class__ is not float) or not (
             0 <= amount < math.inf
         ):
-            amount = _check_amount(amount)
+            amount = check_amount(amount)
         # The fast path is inlined: this runs for every chunk of every stream.
         tree = self._tree
         loop = _get_running_loop()
@@ -889,7 +882,7 @@ class RateLimiter:
         Shares the budget and the line with tasks. Do not call it from an event loop's
         thread: it would block every task on that loop.
         """
-        amount = _check_amount(amount)
+        amount = check_amount(amount)
         tree = self._tree
         with tree.lock:
             if self._try_take(amount, tree.now()):
@@ -925,7 +918,7 @@ class RateLimiter:
         burst can never pass at once, so it is a :class:`ValueError`, not a silent
         ``WouldBlock`` forever.
         """
-        amount = _check_amount(amount)
+        amount = check_amount(amount)
         tree = self._tree
         with tree.lock:
             now = tree.now()
