@@ -17,7 +17,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar, final
+from typing import Any, Generic, Literal, TypeVar, final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -605,6 +605,24 @@ class ItemBlockWorkerPool:
                 tg.start_soon(one, extra)
         return ok
 
+    async def _hook(
+        self,
+        run: _Run[Any],
+        errors: list[ItemError],
+        block: ItemBlock[Any],
+        phase: Literal["pre_hook", "post_hook"],
+    ) -> bool:
+        """Run the run's ``phase`` hook on ``block``, if any; False (recorded) if it failed."""
+        hook = run.pre_hook if phase == "pre_hook" else run.post_hook
+        if hook is None:
+            return True
+        try:
+            await self._call(run, hook, block)
+        except Exception as e:
+            self._record(run, errors, block, e, phase=phase)
+            return False
+        return True
+
     async def _execute(self, run: _Run[Any], index: int) -> None:
         block = run.blocks[index]
         errors: list[ItemError] = []
@@ -627,23 +645,12 @@ class ItemBlockWorkerPool:
                 if not todo:
                     skipped = not errors
                 else:
-                    pre_ok = True
-                    if run.pre_hook is not None:
-                        try:
-                            await self._call(run, run.pre_hook, block)
-                        except Exception as e:
-                            self._record(run, errors, block, e, phase="pre_hook")
-                            pre_ok = False
-                    if pre_ok:
+                    if await self._hook(run, errors, block, "pre_hook"):
                         for item in todo:
                             await self._item(run, block, item, None, errors, done, scope)
                             if scope.cancel_called:  # do not go on to the next item
                                 await anyio.lowlevel.checkpoint()
-                        if run.post_hook is not None:
-                            try:
-                                await self._call(run, run.post_hook, block)
-                            except Exception as e:
-                                self._record(run, errors, block, e, phase="post_hook")
+                        await self._hook(run, errors, block, "post_hook")
                 completed = True
         finally:
             del run.in_flight[index]
