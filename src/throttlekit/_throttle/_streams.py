@@ -60,13 +60,30 @@ class ThrottledByteStream(ByteStream):
     wrapped stream for at most one burst and charges ``receive_limiter`` for what arrived.
     Either limiter may be ``None`` (that direction is not limited), and both may be the
     same limiter (one budget for both directions). Give the same limiter to many streams to
-    cap their total, or limiters with a common ``parent`` to cap each and the total::
+    cap their total, or limiters with a common ``parent`` to cap each and the total.
+    Here over a socket pair, on virtual time (in an agent:
+    ``await anyio.connect_tcp("backup.example", 7000)``):
 
-        host = RateLimiter("100MiB/s")
-        stream = ThrottledByteStream(
-            await anyio.connect_tcp("backup.example", 7000),
-            send_limiter=RateLimiter("20MiB/s", parent=host),
-        )
+        >>> import socket, anyio
+        >>> from anyio.abc import SocketStream
+        >>> from throttlekit import RateLimiter, ThrottledByteStream
+        >>> from throttlekit.testing import run
+        >>> host = RateLimiter("100MiB/s")
+        >>> async def main():
+        ...     ours, theirs = socket.socketpair()
+        ...     async with await SocketStream.from_socket(theirs) as peer:
+        ...         stream = ThrottledByteStream(
+        ...             await SocketStream.from_socket(ours),
+        ...             send_limiter=RateLimiter("1MiB/s", burst=65536, parent=host),
+        ...         )
+        ...         async with stream, anyio.create_task_group() as tg:
+        ...             tg.start_soon(stream.send, bytes(3 << 20))    # 3 MiB at 1 MiB/s
+        ...             received, start = 0, anyio.current_time()
+        ...             while received < 3 << 20:
+        ...                 received += len(await peer.receive())
+        ...             return round(anyio.current_time() - start)
+        >>> run(main)                                   # seconds it took
+        3
 
     The wrapper owns nothing besides the wrapped stream: closing it closes that stream. It
     works with any anyio byte stream (TCP, TLS, Unix sockets, process pipes, memory).
@@ -164,10 +181,21 @@ def throttle_chunks(chunks: AsyncIterable[bytes], limiter: RateLimiter) -> Async
     burst and charged just before it is handed out.
 
     For producers that are async iterators rather than streams (an HTTP response body, an
-    object-store download, a generator reading a file)::
+    object-store download, a generator reading a file):
 
-        async for piece in throttle_chunks(response.aiter_bytes(), limiter):
-            await sink.write(piece)
+        >>> import anyio
+        >>> from throttlekit import RateLimiter, throttle_chunks
+        >>> from throttlekit.testing import run
+        >>> async def download():                       # e.g. response.aiter_bytes()
+        ...     for _ in range(4):
+        ...         yield bytes(1 << 20)
+        >>> async def main():
+        ...     start, size = anyio.current_time(), 0
+        ...     async for piece in throttle_chunks(download(), RateLimiter("2MiB/s")):
+        ...         size += len(piece)                  # write it to the sink here
+        ...     return size, anyio.current_time() - start
+        >>> run(main)                                   # 4 MiB at 2 MiB/s: (bytes, seconds)
+        (4194304, 2.0)
 
     Empty chunks are skipped; the concatenation of what comes out is exactly what went in.
     """
@@ -217,10 +245,16 @@ class ThrottledReader(_ThrottledFile):
 
     Each read asks ``raw`` for at most one burst and blocks (with
     :meth:`RateLimiter.acquire_blocking`) until what arrived may pass. It works wherever a
-    binary file does, for example with :func:`shutil.copyfileobj`::
+    binary file does, for example with :func:`shutil.copyfileobj` (an image file in an
+    agent; bytes in memory here):
 
-        with open("disk.img", "rb") as f:
-            shutil.copyfileobj(ThrottledReader(f, RateLimiter("50MiB/s")), destination)
+        >>> import io, shutil
+        >>> from throttlekit import RateLimiter, ThrottledReader
+        >>> destination = io.BytesIO()
+        >>> with ThrottledReader(io.BytesIO(b"disk image"), RateLimiter("50MiB/s")) as source:
+        ...     shutil.copyfileobj(source, destination)
+        >>> destination.getvalue()
+        b'disk image'
 
     ``close=True`` (the default) closes ``raw`` with the wrapper. For threads, not for
     code on an event loop: use :func:`throttle_chunks` or :class:`ThrottledByteStream`
@@ -254,10 +288,15 @@ class ThrottledWriter(_ThrottledFile):
 
     Each write is cut into burst-sized pieces, each charged (blocking) just before it is
     written, and every byte is written before ``write`` returns. Use it as the destination
-    of :func:`shutil.copyfileobj`, or anywhere a binary file is written::
+    of :func:`shutil.copyfileobj`, or anywhere a binary file is written:
 
-        with open("backup.tar", "wb") as f:
-            shutil.copyfileobj(source, ThrottledWriter(f, RateLimiter("80Mbit/s")))
+        >>> import io, shutil
+        >>> from throttlekit import RateLimiter, ThrottledWriter
+        >>> archive = io.BytesIO()                      # open("backup.tar", "wb") in an agent
+        >>> writer = ThrottledWriter(archive, RateLimiter("80Mbit/s"), close=False)
+        >>> shutil.copyfileobj(io.BytesIO(b"tar stream"), writer)
+        >>> writer.close(); archive.getvalue()
+        b'tar stream'
 
     ``close=True`` (the default) closes ``raw`` with the wrapper. For threads, not for
     code on an event loop.
