@@ -64,7 +64,14 @@ class PoolStatistics:
 
 
 class _Run(Generic[T]):
-    """The state of one ``run()``: its queue, its in-flight blocks, its results."""
+    """
+    One ``run()``: its queue, its in-flight blocks, its results, and how a block of it
+    is executed (:meth:`execute`, through a :class:`_BlockRun` per block).
+
+    The pool only schedules: it picks the next block and gives it to a worker. It lends
+    each run its thread limiter and its ``fail`` (a callable's BaseException ends the
+    pool).
+    """
 
     def __init__(
         self,
@@ -81,6 +88,8 @@ class _Run(Generic[T]):
         progress_interval: float,
         priority: int,
         started: float,
+        threads: anyio.CapacityLimiter,
+        fail: Callable[[BaseException], None],
     ) -> None:
         self.blocks = blocks
         self.process = process
@@ -93,6 +102,8 @@ class _Run(Generic[T]):
         self.progress_interval = progress_interval
         self.priority = priority
         self.started = started
+        self.threads = threads
+        self.fail = fail
         self.pending: deque[int] = deque(range(len(blocks)))
         self.results: list[BlockResult | None] = [None] * len(blocks)
         self.in_flight: dict[int, anyio.CancelScope] = {}
@@ -173,6 +184,194 @@ class _Run(Generic[T]):
         self.cancel_queued()
         for scope in self.in_flight.values():
             scope.cancel()
+
+    async def call(self, func: Callable[[Any], Any], arg: Any) -> Any:
+        """``func(arg)``: awaited if async, else in a worker thread (awaiting what it returns)."""
+        is_async = self.process_is_async if func is self.process else _is_async(func)
+        if is_async:
+            return await func(arg)
+        result = await anyio.to_thread.run_sync(func, arg, limiter=self.threads)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def execute(self, index: int) -> None:
+        """
+        Run block ``index`` to its end and report it (exactly once). A callable's
+        BaseException propagates, after the block is reported.
+        """
+        await _BlockRun(self, index).execute()
+        self.progress(anyio.current_time())
+
+
+class _BlockRun:
+    """One block being executed: its errors, its count of items done, its cancel scope."""
+
+    def __init__(self, run: _Run[Any], index: int) -> None:
+        self.run = run
+        self.index = index
+        self.block = run.blocks[index]
+        self.errors: list[ItemError] = []
+        self.items_done = 0  # items (and additional items) of this block processed
+        # Shielded: only the pool cancels a block (its run stopped, fail-fast, the end of
+        # the grace period), so a cancelled scope around the pool gives it its grace period.
+        self.scope = anyio.CancelScope(shield=True)
+
+    def record(
+        self, error: Exception, *, item: Any = None, parent: Any = None, phase: Phase = "item"
+    ) -> None:
+        """Keep ``error`` as an :class:`ItemError` of this block; log it; tell ``on_error``."""
+        run = self.run
+        record = ItemError(item=item, error=error, block=self.block, parent=parent, phase=phase)
+        self.errors.append(record)
+        run.errors += 1
+        logger.warning("block %s: %s", self.block, record, exc_info=error)
+        if run.fail_fast and not run.stopping:
+            run.stop()
+        if run.on_error is not None:
+            try:
+                run.on_error(record)
+            except Exception:
+                logger.exception("on_error raised; the error it was given is kept")
+
+    def done(self) -> None:
+        self.items_done += 1
+        self.run.items_done += 1
+
+    def additional(self, item: Any, parent: Any, returned: Any) -> list[Any] | None:
+        """The additional items ``process(item)`` returned, still to do; None if unusable."""
+        error: Exception
+        if isinstance(returned, str | bytes | bytearray | memoryview | Mapping):
+            part = "key" if isinstance(returned, Mapping) else "character"
+            error = TypeError(
+                f"process({_describe(item)}) returned a {type(returned).__name__}, which "
+                f"would make each {part} an additional item; return None or an iterable "
+                "of additional items, such as a list"
+            )
+        else:
+            try:
+                iterator = iter(returned)
+            except TypeError:
+                error = TypeError(
+                    f"process({_describe(item)}) returned a {type(returned).__name__}; "
+                    "return None or an iterable of additional items, such as a list"
+                )
+            else:
+                try:
+                    extras = list(iterator)
+                except Exception as e:  # the iterable's own code (a generator) raised
+                    error = e
+                else:
+                    todo = []
+                    for extra in extras:
+                        try:
+                            if self.run.claim(extra):
+                                todo.append(extra)
+                        except Exception as e:  # key raised: that additional item fails
+                            self.record(e, item=extra, parent=item)
+                    return todo
+        self.record(error, item=item, parent=parent)
+        return None
+
+    async def item(self, item: Any, parent: Any) -> bool:
+        """Process one item and its additional items; whether all of them succeeded."""
+        run = self.run
+        try:
+            returned = await run.call(run.process, item)
+        except Exception as e:
+            self.record(e, item=item, parent=parent)
+            return False
+        if returned is None:
+            self.done()
+            return True
+        failures_before = len(self.errors)
+        additional = self.additional(item, parent, returned)
+        if additional is None:
+            return False
+        self.done()
+        ok = len(self.errors) == failures_before
+        if not additional:
+            return ok
+        limiter = anyio.Semaphore(run.additional_concurrency)
+        cancelled = anyio.get_cancelled_exc_class()
+
+        async def one(extra: Any) -> None:
+            nonlocal ok
+            try:
+                async with limiter:
+                    if not await self.item(extra, item):
+                        ok = False
+            except BaseException as e:
+                if isinstance(e, cancelled) and self.scope.cancel_called:
+                    raise  # the block is being cancelled
+                # A callable's BaseException: it must not leave this task (on asyncio a
+                # KeyboardInterrupt leaving a task stops the event loop). The pool re-raises
+                # it; the block is cancelled.
+                ok = False
+                run.fail(e)
+                self.scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            for extra in additional:
+                tg.start_soon(one, extra)
+        return ok
+
+    async def hook(self, phase: Literal["pre_hook", "post_hook"]) -> bool:
+        """Run the run's ``phase`` hook on the block, if any; False (recorded) if it failed."""
+        hook = self.run.pre_hook if phase == "pre_hook" else self.run.post_hook
+        if hook is None:
+            return True
+        try:
+            await self.run.call(hook, self.block)
+        except Exception as e:
+            self.record(e, phase=phase)
+            return False
+        return True
+
+    async def execute(self) -> None:
+        run, block, scope = self.run, self.block, self.scope
+        start = anyio.current_time()
+        completed = skipped = False
+        run.in_flight[self.index] = scope
+        try:
+            with scope:
+                todo = []
+                for item in block.items:
+                    try:
+                        if run.claim(item):
+                            todo.append(item)
+                    except Exception as e:  # key raised: that item fails
+                        self.record(e, item=item)
+                if not todo:
+                    skipped = not self.errors
+                else:
+                    if await self.hook("pre_hook"):
+                        for item in todo:
+                            await self.item(item, None)
+                            if scope.cancel_called:  # do not go on to the next item
+                                await anyio.lowlevel.checkpoint()
+                        await self.hook("post_hook")
+                completed = True
+        finally:
+            del run.in_flight[self.index]
+            if self.errors:
+                status = BlockStatus.FAILED  # even if cancelled afterwards: its errors say more
+            elif not completed:  # cancelled, or interrupted by a BaseException
+                status = BlockStatus.CANCELLED
+            elif skipped:
+                status = BlockStatus.SKIPPED
+            else:
+                status = BlockStatus.SUCCEEDED
+            run.finish(
+                self.index,
+                BlockResult(
+                    block=block,
+                    status=status,
+                    errors=tuple(self.errors),
+                    duration=anyio.current_time() - start,
+                    items_done=self.items_done,
+                ),
+            )
 
 
 @final
@@ -373,7 +572,7 @@ class ItemBlockWorkerPool:
             run, index = job
             self._busy += 1
             try:
-                await self._execute(run, index)
+                await run.execute(index)
             except BaseException as e:  # a callable's BaseException; its block is reported
                 self._fail(e)
                 return
@@ -457,6 +656,8 @@ class ItemBlockWorkerPool:
             progress_interval=check_seconds(progress_interval, "progress_interval", allow_inf=True),
             priority=check_priority(priority),
             started=anyio.current_time(),
+            threads=self._threads,
+            fail=self._fail,
         )
         self._runs.append(run)
         try:
@@ -476,201 +677,3 @@ class ItemBlockWorkerPool:
         run.progress(now, final=True)
         results = tuple(r for r in run.results if r is not None)
         return RunResult(blocks=results, duration=now - run.started)
-
-    async def _call(self, run: _Run[Any], func: Callable[[Any], Any], arg: Any) -> Any:
-        is_async = run.process_is_async if func is run.process else _is_async(func)
-        if is_async:
-            return await func(arg)
-        result = await anyio.to_thread.run_sync(func, arg, limiter=self._threads)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-
-    def _record(
-        self,
-        run: _Run[Any],
-        errors: list[ItemError],
-        block: ItemBlock[Any],
-        error: Exception,
-        *,
-        item: Any = None,
-        parent: Any = None,
-        phase: Phase = "item",
-    ) -> None:
-        record = ItemError(item=item, error=error, block=block, parent=parent, phase=phase)
-        errors.append(record)
-        run.errors += 1
-        logger.warning("block %s: %s", block, record, exc_info=error)
-        if run.fail_fast and not run.stopping:
-            run.stop()
-        if run.on_error is not None:
-            try:
-                run.on_error(record)
-            except Exception:
-                logger.exception("on_error raised; the error it was given is kept")
-
-    def _additional(
-        self,
-        run: _Run[Any],
-        block: ItemBlock[Any],
-        item: Any,
-        parent: Any,
-        returned: Any,
-        errors: list[ItemError],
-    ) -> list[Any] | None:
-        """The additional items ``process(item)`` returned, still to do; None if unusable."""
-        error: Exception
-        if isinstance(returned, str | bytes | bytearray | memoryview | Mapping):
-            part = "key" if isinstance(returned, Mapping) else "character"
-            error = TypeError(
-                f"process({_describe(item)}) returned a {type(returned).__name__}, which "
-                f"would make each {part} an additional item; return None or an iterable "
-                "of additional items, such as a list"
-            )
-        else:
-            try:
-                iterator = iter(returned)
-            except TypeError:
-                error = TypeError(
-                    f"process({_describe(item)}) returned a {type(returned).__name__}; "
-                    "return None or an iterable of additional items, such as a list"
-                )
-            else:
-                try:
-                    extras = list(iterator)
-                except Exception as e:  # the iterable's own code (a generator) raised
-                    error = e
-                else:
-                    todo = []
-                    for extra in extras:
-                        try:
-                            if run.claim(extra):
-                                todo.append(extra)
-                        except Exception as e:  # key raised: that additional item fails
-                            self._record(run, errors, block, e, item=extra, parent=item)
-                    return todo
-        self._record(run, errors, block, error, item=item, parent=parent)
-        return None
-
-    async def _item(
-        self,
-        run: _Run[Any],
-        block: ItemBlock[Any],
-        item: Any,
-        parent: Any,
-        errors: list[ItemError],
-        done: list[int],
-        scope: anyio.CancelScope,
-    ) -> bool:
-        """Process one item and its additional items; whether all of them succeeded."""
-        try:
-            returned = await self._call(run, run.process, item)
-        except Exception as e:
-            self._record(run, errors, block, e, item=item, parent=parent)
-            return False
-        if returned is None:
-            run.items_done += 1
-            done[0] += 1
-            return True
-        failures_before = len(errors)
-        additional = self._additional(run, block, item, parent, returned, errors)
-        if additional is None:
-            return False
-        run.items_done += 1
-        done[0] += 1
-        ok = len(errors) == failures_before
-        if not additional:
-            return ok
-        limiter = anyio.Semaphore(run.additional_concurrency)
-        cancelled = anyio.get_cancelled_exc_class()
-
-        async def one(extra: Any) -> None:
-            nonlocal ok
-            try:
-                async with limiter:
-                    if not await self._item(run, block, extra, item, errors, done, scope):
-                        ok = False
-            except BaseException as e:
-                if isinstance(e, cancelled) and scope.cancel_called:
-                    raise  # the block is being cancelled
-                # A callable's BaseException: it must not leave this task (on asyncio a
-                # KeyboardInterrupt leaving a task stops the event loop). The pool re-raises
-                # it; the block is cancelled.
-                ok = False
-                self._fail(e)
-                scope.cancel()
-
-        async with anyio.create_task_group() as tg:
-            for extra in additional:
-                tg.start_soon(one, extra)
-        return ok
-
-    async def _hook(
-        self,
-        run: _Run[Any],
-        errors: list[ItemError],
-        block: ItemBlock[Any],
-        phase: Literal["pre_hook", "post_hook"],
-    ) -> bool:
-        """Run the run's ``phase`` hook on ``block``, if any; False (recorded) if it failed."""
-        hook = run.pre_hook if phase == "pre_hook" else run.post_hook
-        if hook is None:
-            return True
-        try:
-            await self._call(run, hook, block)
-        except Exception as e:
-            self._record(run, errors, block, e, phase=phase)
-            return False
-        return True
-
-    async def _execute(self, run: _Run[Any], index: int) -> None:
-        block = run.blocks[index]
-        errors: list[ItemError] = []
-        start = anyio.current_time()
-        done = [0]  # items (and additional items) of this block processed
-        completed = skipped = False
-        # Shielded: only the pool cancels a block (its run stopped, fail-fast, the end of
-        # the grace period), so a cancelled scope around the pool gives it its grace period.
-        scope = anyio.CancelScope(shield=True)
-        run.in_flight[index] = scope
-        try:
-            with scope:
-                todo = []
-                for item in block.items:
-                    try:
-                        if run.claim(item):
-                            todo.append(item)
-                    except Exception as e:  # key raised: that item fails
-                        self._record(run, errors, block, e, item=item)
-                if not todo:
-                    skipped = not errors
-                else:
-                    if await self._hook(run, errors, block, "pre_hook"):
-                        for item in todo:
-                            await self._item(run, block, item, None, errors, done, scope)
-                            if scope.cancel_called:  # do not go on to the next item
-                                await anyio.lowlevel.checkpoint()
-                        await self._hook(run, errors, block, "post_hook")
-                completed = True
-        finally:
-            del run.in_flight[index]
-            if errors:
-                status = BlockStatus.FAILED  # even if cancelled afterwards: its errors say more
-            elif not completed:  # cancelled, or interrupted by a BaseException
-                status = BlockStatus.CANCELLED
-            elif skipped:
-                status = BlockStatus.SKIPPED
-            else:
-                status = BlockStatus.SUCCEEDED
-            now = anyio.current_time()
-            run.finish(
-                index,
-                BlockResult(
-                    block=block,
-                    status=status,
-                    errors=tuple(errors),
-                    duration=now - start,
-                    items_done=done[0],
-                ),
-            )
-        run.progress(now)
