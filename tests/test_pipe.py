@@ -33,10 +33,10 @@ from throttlekit._cli._pipe import (
     _FdMover,
     copy,
     human_bytes,
-    parse_burst,
     parse_pipe_rate,
 )
 from throttlekit._throttle._streams import piece_size
+from throttlekit._throttle._units import parse_burst
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux system calls")
 DATA = random.Random(1).randbytes(3 * _PIECE + 12345)  # several pieces, not a round number

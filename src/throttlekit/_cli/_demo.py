@@ -32,6 +32,7 @@ from .._execution._pool import ItemBlockWorkerPool
 from .._policy._rules import ConcurrencyPolicy
 from .._throttle._ratelimit import RateLimiter
 from .._throttle._units import Rate
+from . import print_table
 from ._pipe import human_bytes
 
 __all__ = ["DemoError", "DemoOptions", "parse_demo_rate", "prepare_demo", "run_demo"]
@@ -385,9 +386,7 @@ def run_demo(demo: _Demo, out: TextIO) -> dict[str, Any]:
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        out.write("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + "\n")
+    print_table(table, out, indent="  ")
     out.write(
         f"\n  site: {human_bytes(demo.bytes)} in {elapsed:.1f}s = "
         f"{human_bytes(report['rate_per_second'])}/s against a limit of "

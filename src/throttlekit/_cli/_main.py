@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from .._errors import ConfigError, ThrottlekitError, UnitError
+from . import print_table
 from ._pipe import CopyError, human_bytes, silence
 
 # Each command imports what it needs when it runs: `throttlekit pipe` starts in the time
@@ -193,13 +194,6 @@ def read_nodes(data: bytes, where: str) -> list[tuple[str, dict[str, str]]]:
 # -- output --------------------------------------------------------------------------
 
 
-def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        out.write("  ".join(cells).rstrip() + "\n")
-
-
 def _why(resolution: Resolution[Any]) -> str:
     return resolution.reason.removeprefix("from ").removeprefix("is ")
 
@@ -223,7 +217,7 @@ def print_resolutions(
     """A table, one node a row: its number, where it came from, and why."""
     rows = [["NODE", "CONCURRENCY", "SOURCE", "WHY"]]
     rows += [[name, str(r.value), r.source, _why(r)] for name, r in results.items()]
-    _table(rows, out)
+    print_table(rows, out)
     if explain:
         for name, r in results.items():
             out.write(f"\n{name}: {r.explain()}\n")
@@ -370,7 +364,8 @@ def _descriptor(stream: TextIO | None, action: str, name: str) -> int | None:
 
 def _cmd_pipe(args: argparse.Namespace, out: TextIO) -> int:
     from .._throttle._ratelimit import RateLimiter
-    from ._pipe import copy, parse_burst, parse_pipe_rate
+    from .._throttle._units import parse_burst
+    from ._pipe import copy, parse_pipe_rate
 
     try:
         rate = parse_pipe_rate(args.rate)

@@ -31,68 +31,34 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import select
 import stat
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import timedelta
 from typing import BinaryIO, Final, TextIO
 
 from .._errors import ThrottlekitError, UnitError
 from .._throttle._ratelimit import RateLimiter
 from .._throttle._schedule import Schedule
 from .._throttle._streams import piece_size
-from .._throttle._units import Rate, parse_size
+from .._throttle._units import Rate
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CopyError", "copy", "human_bytes", "parse_burst", "parse_pipe_rate", "silence"]
+__all__ = ["CopyError", "copy", "human_bytes", "parse_pipe_rate", "silence"]
 
 _PIECE: Final = 1 << 20  # the most paid for at once, and the read/write buffer
 _UNPACED: Final = 8 << 20  # the most asked of the kernel in one call when nothing is paid
 _PIPE_SIZE: Final = 1 << 20  # pipes are grown to this where allowed
 _MIN_RATE: Final = 1 / 3600  # one byte an hour; anything slower never gets anywhere
-_DURATION_RE: Final = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)\s*")
-_MAX_SECONDS: Final = timedelta.max.total_seconds()
 _IEC: Final = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
 # -- arguments -------------------------------------------------------------------------
-
-
-def parse_burst(text: str) -> float | timedelta:
-    """
-    ``--burst``: a size (``64KiB``, ``1MB``) or a duration of the rate (``0.5s``, ``250ms``).
-
-    A size is at least one byte; a duration at least a microsecond (the resolution of
-    :class:`~datetime.timedelta`) and at most what one can hold (2.7 million years).
-    Anything else is a :class:`~throttlekit.UnitError` naming the argument.
-    """
-    m = _DURATION_RE.fullmatch(text)
-    if m is not None:
-        seconds = float(m[1]) / (1000 if m[2] == "ms" else 1)
-        if seconds <= 0:
-            raise UnitError(f"invalid burst {text!r}: a duration must be more than zero")
-        if seconds < 1e-6:
-            raise UnitError(f"invalid burst {text!r}: the shortest duration is 1 microsecond")
-        if seconds > _MAX_SECONDS:
-            raise UnitError(f"invalid burst {text!r}: the duration is too long")
-        return timedelta(seconds=seconds)
-    try:
-        size = parse_size(text)
-    except UnitError as e:
-        raise UnitError(
-            f"invalid burst {text!r}: expected a size such as '64KiB' or '1MB', or a "
-            f"duration such as '0.5s' or '250ms'"
-        ) from e
-    if size < 1:
-        raise UnitError(f"invalid burst {text!r}: it must be at least one byte")
-    return size
 
 
 def parse_pipe_rate(text: str) -> Rate | Schedule:

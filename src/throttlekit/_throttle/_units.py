@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta
 from functools import total_ordering
 from typing import Final, Literal
 
@@ -21,7 +22,7 @@ from attrs import field, frozen
 from .._checks import check_number
 from .._errors import UnitError
 
-__all__ = ["Rate"]
+__all__ = ["Rate", "parse_burst", "parse_size"]
 
 Kind = Literal["bytes", "units"]
 
@@ -50,6 +51,8 @@ _PER: Final[dict[str, float]] = {
     "min": 60, "minute": 60,
     "h": 3600, "hr": 3600, "hour": 3600,
 }  # fmt: skip
+_DURATION_RE: Final = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)\s*")
+_MAX_SECONDS: Final = timedelta.max.total_seconds()
 _UNLIMITED: Final = frozenset({"off", "unlimited", "inf", "infinity", "none"})
 
 _RATE_RE: Final = re.compile(
@@ -95,6 +98,38 @@ def parse_size(text: str) -> float:
     size = float(m["number"]) * scale
     if not math.isfinite(size):
         raise UnitError(f"invalid size {text!r}: the number is too large")
+    return size
+
+
+def parse_burst(text: str) -> float | timedelta:
+    """
+    A burst: a size (``64KiB``, ``1MB``, in bytes) or a duration of the rate (``0.5s``,
+    ``250ms``), as :class:`~throttlekit.RateLimiter` takes it and ``throttlekit pipe
+    --burst`` spells it.
+
+    A size is at least one byte; a duration at least a microsecond (the resolution of
+    :class:`~datetime.timedelta`) and at most what one can hold (2.7 million years).
+    Anything else is a :class:`~throttlekit.UnitError` naming the argument.
+    """
+    m = _DURATION_RE.fullmatch(text)
+    if m is not None:
+        seconds = float(m[1]) / (1000 if m[2] == "ms" else 1)
+        if seconds <= 0:
+            raise UnitError(f"invalid burst {text!r}: a duration must be more than zero")
+        if seconds < 1e-6:
+            raise UnitError(f"invalid burst {text!r}: the shortest duration is 1 microsecond")
+        if seconds > _MAX_SECONDS:
+            raise UnitError(f"invalid burst {text!r}: the duration is too long")
+        return timedelta(seconds=seconds)
+    try:
+        size = parse_size(text)
+    except UnitError as e:
+        raise UnitError(
+            f"invalid burst {text!r}: expected a size such as '64KiB' or '1MB', or a "
+            f"duration such as '0.5s' or '250ms'"
+        ) from e
+    if size < 1:
+        raise UnitError(f"invalid burst {text!r}: it must be at least one byte")
     return size
 
 
