@@ -8,6 +8,8 @@ import json
 import math
 import subprocess
 import sys
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import throttlekit._throttle._cpu as cpu_module
+from _procs import WAIT
 from throttlekit import (
     CpuGovernor,
     available_cpus,
@@ -95,6 +98,84 @@ def test_thread_scope_keeps_one_history_per_thread() -> None:
     thread.start()
     thread.join()
     assert len(governor._histories) == 2
+
+
+# -- checkpoint_blocking in an anyio worker thread: the host's cancel reaches it ------------
+
+ASKED = 20.0  # real seconds the checkpoint is asked to sleep: the guard if it misses a cancel
+
+
+@pytest.mark.parametrize("when", ["before the call", "while it sleeps", "shielded"])
+async def test_checkpoint_blocking_raises_when_the_host_task_is_cancelled(when: str) -> None:
+    """
+    Sync work in ``anyio.to_thread.run_sync`` stops at its next ``checkpoint_blocking``
+    once the task that started it is cancelled: at the call, or during the sleep (real
+    time: without the check the thread would sleep ASKED seconds and finish). Inside a
+    shielded scope the cancel does not reach it and it sleeps its time.
+    """
+    used = ManualClock()
+    governor = CpuGovernor(50, cpu_clock=used)  # the real wall clock: it really sleeps
+    ready, cancelled = threading.Event(), threading.Event()
+    reached: list[str] = []
+
+    def work() -> None:
+        governor.checkpoint_blocking()  # the first reading
+        if when == "before the call":
+            ready.set()
+            assert cancelled.wait(WAIT)
+        else:  # 50% of ASKED (or 0.1 s when shielded) of CPU at once: a sleep is due
+            used.advance(0.1 if when == "shielded" else ASKED / 2)
+        governor.checkpoint_blocking()
+        reached.append("after the checkpoint")
+
+    def sleeping() -> bool:
+        return ready.wait(WAIT) if when == "before the call" else _wait_until_slept(governor)
+
+    outer = anyio.CancelScope()
+
+    async def host() -> None:
+        with outer, anyio.CancelScope(shield=when == "shielded"):
+            await anyio.to_thread.run_sync(work)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(host)
+        assert await anyio.to_thread.run_sync(sleeping)
+        outer.cancel()
+        cancelled.set()
+    if when == "shielded":
+        assert reached == ["after the checkpoint"]
+    else:
+        assert reached == []
+        assert outer.cancelled_caught
+
+
+def _wait_until_slept(governor: CpuGovernor) -> bool:
+    deadline = time.monotonic() + WAIT
+    while governor.statistics().slept == 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def test_checkpoint_blocking_outside_a_worker_thread_just_sleeps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a plain thread there is no host to ask: the sleep is the advised one, in slices."""
+    wall, used = ManualClock(), ManualClock()
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        wall.advance(seconds)
+
+    monkeypatch.setattr(cpu_module.time, "sleep", nap)
+    governor = CpuGovernor(50, clock=wall, cpu_clock=used)
+    governor.checkpoint_blocking()
+    used.advance(0.12)
+    governor.checkpoint_blocking()  # 0.12 s of CPU at 50%: 0.24 s of wall time, 0.24 to sleep
+    assert sum(naps) == pytest.approx(0.24)
+    assert max(naps) <= 0.05 + 1e-12
 
 
 @pytest.mark.parametrize(

@@ -226,10 +226,19 @@ class CpuGovernor:
             await anyio.lowlevel.checkpoint_if_cancelled()
 
     def checkpoint_blocking(self) -> None:
-        """:meth:`checkpoint` for threads: block the calling thread as long as needed."""
+        """
+        :meth:`checkpoint` for threads: block the calling thread as long as needed.
+
+        In a worker thread of :func:`anyio.to_thread.run_sync` (asyncio or trio) it is a
+        cancellation point too: once the task that started the thread is cancelled, the
+        call raises that cancellation (before it sleeps, and while it sleeps, which it
+        does in slices of at most 50 ms), so sync work that calls it stops at its next
+        checkpoint instead of running to its end. In other threads it only sleeps.
+        """
+        _raise_if_host_cancelled()
         delay = self._advise()
         if delay > 0:
-            time.sleep(delay)
+            _sleep_cancellably(delay)
 
     def statistics(self) -> CpuGovernorStatistics:
         """A snapshot: target, window, checkpoints, time slept, CPU and wall time seen."""
@@ -243,6 +252,29 @@ class CpuGovernor:
                 cpu_seconds=self._last[1] - first[1],
                 wall_seconds=self._last[0] - first[0],
             )
+
+
+_SLICE: Final = 0.05  # seconds a sleeping worker thread goes without looking for a cancel
+
+
+def _raise_if_host_cancelled() -> None:
+    """
+    In a worker thread started by :func:`anyio.to_thread.run_sync`, raise the host task's
+    cancellation exception if its cancel scope was cancelled (anyio's
+    :func:`anyio.from_thread.check_cancelled`); in any other thread, do nothing.
+    """
+    with contextlib.suppress(RuntimeError):  # NoEventLoopError: not an anyio worker thread
+        anyio.from_thread.check_cancelled()
+
+
+def _sleep_cancellably(delay: float) -> None:
+    """``time.sleep(delay)`` in slices, raising the host's cancellation between them."""
+    remaining = delay
+    while remaining > 0:
+        piece = min(_SLICE, remaining)
+        time.sleep(piece)
+        remaining -= piece
+        _raise_if_host_cancelled()
 
 
 # -- other processes ---------------------------------------------------------------------
