@@ -17,6 +17,7 @@ from ._errors import (
     ItemBlockError,
     ProcessControlError,
     SelectorError,
+    SiteUnavailable,
     ThrottlekitError,
     UnitError,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "Schedule",
     "SelectorError",
     "SelectorRequirement",
+    "SiteUnavailable",
     "SkippedRule",
     "ThrottledByteStream",
     "ThrottledReader",

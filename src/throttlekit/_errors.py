@@ -9,6 +9,7 @@ The exceptions throttlekit raises on purpose, all under one root.
         ├── SelectorError (also ValueError)      an invalid Kubernetes label selector
         ├── UnitError (also ValueError)          an invalid rate or size text
         ├── ProcessControlError (also OSError)   the OS refused to start or signal a process
+        ├── SiteUnavailable                      Redis (a shared site) cannot be reached
         └── ItemBlockError (also ExceptionGroup) failures of a run or of one block
 
 Catch :class:`ThrottlekitError` to handle everything the library raises deliberately;
@@ -32,6 +33,7 @@ __all__ = [
     "ItemBlockError",
     "ProcessControlError",
     "SelectorError",
+    "SiteUnavailable",
     "ThrottlekitError",
     "UnitError",
 ]
@@ -136,6 +138,16 @@ class ProcessControlError(ThrottlekitError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror) if self.strerror is not None else super().__str__()
+
+
+class SiteUnavailable(ThrottlekitError):
+    """
+    The Redis (or Valkey) server of a shared site cannot be reached, so a shared limit
+    cannot be honoured right now: raised when joining a site
+    (:class:`throttlekit.redis.RedisSite`) and by site-wide limits that never grant
+    blindly (a request limiter's acquire). Shared bandwidth limits do not raise it: they
+    fall back and recover by themselves. The Redis error is chained as ``__cause__``.
+    """
 
 
 class UnitError(ThrottlekitError, ValueError):
