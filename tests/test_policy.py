@@ -213,6 +213,39 @@ def test_rule_indices_tie_rules_to_document_positions() -> None:
     assert ConcurrencyPolicy(rules=[Rule("", 1), Rule("", 2)]).rule_indices == (0, 1)
 
 
+def test_origin_records_where_a_policy_came_from() -> None:
+    """One field says where a policy came from: None in code, the document's positions,
+    skips and paths when read with from_velero; a policy rebuilt from it is equal."""
+    bad = {"matchExpressions": [{"key": "a", "operator": "Like", "values": ["b"]}]}
+    policy = ConcurrencyPolicy.from_velero(lc(2, (bad, 1), ({"matchLabels": {"a": "b"}}, 0)))
+    origin = policy.origin
+    assert origin is not None and origin.document is policy.config
+    assert (origin.rule_indices, [s.index for s in origin.skipped]) == ((1,), [0])
+    assert [s.path for s in policy.skipped] == [
+        "loadConcurrency.perNodeConfig[0].nodeSelector.matchExpressions[0].operator",
+        "loadConcurrency.perNodeConfig[1].number",
+    ]
+    again = ConcurrencyPolicy(global_number=2, rules=policy.rules, origin=origin)
+    assert again == policy and again.warnings == policy.warnings
+    assert ConcurrencyPolicy(rules=[Rule("", 1)]).origin is None
+
+
+@pytest.mark.parametrize(
+    ("origin", "error", "fragment"),
+    [
+        ("doc", TypeError, "origin must be a PolicyOrigin or None, got str"),
+        ("two indices", ValueError, "one index per rule: 1 rules, 2 indices"),
+    ],
+)
+def test_origin_is_checked(origin: str, error: type[Exception], fragment: str) -> None:
+    """An origin that is not one, or that numbers a different set of rules, is refused."""
+    from throttlekit._policy._rules import PolicyOrigin
+
+    value: Any = "doc" if origin == "doc" else PolicyOrigin(rule_indices=(0, 1))
+    with pytest.raises(error, match=fragment):
+        ConcurrencyPolicy(rules=[Rule("", 1)], origin=value)
+
+
 def test_expression_without_key_or_operator_reads_as_empty_like_go() -> None:
     """A missing key or operator is Go's empty string, reported at the exact field."""
     policy = ConcurrencyPolicy.from_velero(

@@ -10,19 +10,21 @@ and tested without an event loop.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Generic, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, cast, final
 
 from attrs import field, frozen
 from attrs.validators import in_
 
-from .._errors import ConfigError, ConfigProblem, SelectorError
+from .._errors import ConfigProblem
 from ._selectors import LabelSelector
-from ._velero import VeleroNodeAgentConfig
+
+if TYPE_CHECKING:
+    from ._velero import VeleroNodeAgentConfig
 
 __all__ = [
     "ConcurrencyPolicy",
+    "PolicyOrigin",
     "Resolution",
     "Rule",
     "RuledPolicy",
@@ -32,8 +34,6 @@ __all__ = [
 V = TypeVar("V")
 Combine = Literal["min", "max", "first"]
 Source = Literal["default", "global", "rule"]
-
-logger: Final = logging.getLogger("throttlekit.policy")
 
 #: Velero's resolver starts its search from MaxInt32, so a rule whose number is at or
 #: above it can never be chosen.
@@ -347,8 +347,36 @@ def _skip_reason(number: int) -> str | None:
     return None
 
 
+@frozen(kw_only=True)
+class PolicyOrigin:
+    """
+    Where a :class:`ConcurrencyPolicy` was read from, so its problems point into the source.
+
+    :meth:`ConcurrencyPolicy.from_velero` sets it (the Velero adapter fills it in); a
+    policy built in code has none, and then its rules are numbered by position and paths
+    name the constructor's arguments (``rules[2].value``, ``global_number``).
+
+    Only ``rule_indices`` and ``skipped`` take part in equality: two policies with the
+    same rules, numbered the same way, are equal whatever document spelled them.
+    """
+
+    #: The document the policy was read from (a :class:`VeleroNodeAgentConfig`).
+    document: object = field(default=None, eq=False)
+    #: Each rule's position in the document, aligned with the policy's ``rules``.
+    rule_indices: tuple[int, ...] = ()
+    #: Rules the loader could not turn into a :class:`Rule` (a selector that does not
+    #: parse), with their reasons.
+    skipped: tuple[SkippedRule, ...] = ()
+    #: Problems the loader found (unknown keys, a missing global number), in document order.
+    problems: tuple[ConfigProblem, ...] = field(default=(), eq=False)
+    #: The path of the global number in the document.
+    global_path: str = field(default="global_number", eq=False)
+    #: The path of a rule's number, with ``{index}`` for the rule's position.
+    number_path: str = field(default="rules[{index}].value", eq=False)
+
+
 @final
-@frozen(kw_only=True, init=False)
+@frozen(kw_only=True)
 class ConcurrencyPolicy:
     """
     How many loads may run at once on each node: Velero's node-agent ``loadConcurrency``.
@@ -365,18 +393,23 @@ class ConcurrencyPolicy:
        global number. There is no upper bound (but Velero never picks a rule whose
        number is 2**31-1 or more, so neither do we, and we say so).
 
-    Read Velero's document with :meth:`from_velero`, or build a policy in code::
+    Read Velero's document with :meth:`from_velero`, or build a policy in code from
+    ``global_number`` (``None`` = not set), ``rules`` whose values are concurrency
+    numbers, and the hard ``default`` (at least 1):
 
-        >>> policy = ConcurrencyPolicy(
-        ...     global_number=2,
-        ...     rules=[Rule("kubernetes.io/hostname=node1", 3),
-        ...            Rule("beta.kubernetes.io/instance-type=Standard_B4ms", 5)],
-        ... )
-        >>> policy.resolve({"kubernetes.io/hostname": "node1",
-        ...                 "beta.kubernetes.io/instance-type": "Standard_B4ms"}).value
-        3
-        >>> policy.resolve({"kubernetes.io/hostname": "node7"}).value
-        2
+    >>> policy = ConcurrencyPolicy(
+    ...     global_number=2,
+    ...     rules=[Rule("kubernetes.io/hostname=node1", 3),
+    ...            Rule("beta.kubernetes.io/instance-type=Standard_B4ms", 5)],
+    ... )
+    >>> policy.resolve({"kubernetes.io/hostname": "node1",
+    ...                 "beta.kubernetes.io/instance-type": "Standard_B4ms"}).value
+    3
+    >>> policy.resolve({"kubernetes.io/hostname": "node7"}).value
+    2
+
+    ``origin`` records where a policy was read from (a :class:`PolicyOrigin`);
+    :meth:`from_velero` sets it and code leaves it out.
 
     Unlike Velero, which reads its ConfigMap once at start, a policy is a cheap immutable
     value: reload it whenever the document changes (see :class:`PolicyWatcher`).
@@ -385,28 +418,9 @@ class ConcurrencyPolicy:
     global_number: int | None = None
     rules: tuple[Rule[int], ...] = field(default=(), converter=_rule_tuple)
     default: int = 1
-    #: The document this policy was read from, when it came from :meth:`from_velero`.
-    config: VeleroNodeAgentConfig | None = field(default=None, eq=False, repr=False)
-    _rule_indices: tuple[int, ...] | None = field(default=None, alias="_rule_indices", repr=False)
-    _load_skipped: tuple[SkippedRule, ...] = field(default=(), alias="_load_skipped", repr=False)
-    _load_warnings: tuple[ConfigProblem, ...] = field(
-        default=(), alias="_load_warnings", repr=False, eq=False
-    )
-    _from_document: bool = field(default=False, alias="_from_document", repr=False, eq=False)
+    #: Where the policy was read from; ``None`` for a policy built in code.
+    origin: PolicyOrigin | None = field(default=None, repr=False)
     _compiled: _Compiled = field(init=False, repr=False, eq=False)
-
-    def __init__(
-        self,
-        *,
-        global_number: int | None = None,
-        rules: Iterable[Rule[int]] = (),
-        default: int = 1,
-    ) -> None:
-        """
-        Build a policy in code: ``global_number`` (``None`` = not set), ``rules`` whose
-        values are concurrency numbers, and the hard ``default`` (at least 1).
-        """
-        self.__attrs_init__(global_number=global_number, rules=rules, default=default)
 
     @_compiled.default
     def _compile(self) -> _Compiled:
@@ -415,18 +429,20 @@ class ConcurrencyPolicy:
             raise ValueError(f"default must be at least 1, got {self.default}")
         if self.global_number is not None:
             _check_number(self.global_number, "global_number")
-        indices = self.rule_indices
-        doc = self._from_document
-
-        def rule_path(index: int, leaf: str) -> str:
-            if doc:
-                return f"loadConcurrency.perNodeConfig[{index}].{leaf}"
-            return f"rules[{index}].{'value' if leaf == 'number' else leaf}"
-
-        skipped = list(self._load_skipped)
+        origin = self.origin
+        if origin is None:
+            origin = _CODE_ORIGIN
+        elif not isinstance(origin, PolicyOrigin):
+            raise TypeError(f"origin must be a PolicyOrigin or None, got {type(origin).__name__}")
+        elif len(origin.rule_indices) != len(self.rules):
+            raise ValueError(
+                f"origin.rule_indices must give one index per rule: {len(self.rules)} rules, "
+                f"{len(origin.rule_indices)} indices"
+            )
+        skipped = list(origin.skipped)
         rule_warnings: list[ConfigProblem] = []
         valid: list[tuple[int, Rule[int]]] = []
-        for index, rule in zip(indices, self.rules, strict=True):
+        for index, rule in zip(self.rule_indices, self.rules, strict=True):
             if not isinstance(rule, Rule):
                 raise TypeError(f"rules[{index}] must be a Rule, got {type(rule).__name__}")
             _check_number(rule.value, f"rules[{index}].value")
@@ -434,12 +450,11 @@ class ConcurrencyPolicy:
             if reason is None:
                 valid.append((index, rule))
                 continue
-            path = rule_path(index, "number")
+            path = origin.number_path.format(index=index)
             skipped.append(SkippedRule(index=index, path=path, reason=reason))
             rule_warnings.append(ConfigProblem(path=path, message=f"rule skipped: {reason}"))
         skipped.sort(key=lambda s: s.index)
 
-        global_path = "loadConcurrency.globalConfig" if doc else "global_number"
         global_warning: str | None = None
         fallback: int = self.default
         source: Source = "default"
@@ -455,9 +470,9 @@ class ConcurrencyPolicy:
             fallback, source = self.global_number, "global"
             fallback_reason = "is the global number"
         # Document order: key problems, the global number, then the rules by index.
-        warnings = list(self._load_warnings)
+        warnings = list(origin.problems)
         if global_warning is not None:
-            warnings.append(ConfigProblem(path=global_path, message=global_warning))
+            warnings.append(ConfigProblem(path=origin.global_path, message=global_warning))
         by_index = {s.path: s.index for s in skipped}
         warnings.extend(rule_warnings)
         warnings.sort(key=lambda w: by_index.get(w.path, -1))
@@ -466,7 +481,7 @@ class ConcurrencyPolicy:
             fallback_source=source,
             fallback_reason=fallback_reason,
             global_warning=global_warning,
-            has_rules=bool(self.rules) or bool(self._load_skipped),
+            has_rules=bool(self.rules) or bool(origin.skipped),
             valid=tuple(valid),
             index=_RuleIndex([rule.selector for _, rule in valid]),
             skipped=tuple(skipped),
@@ -500,65 +515,17 @@ class ConcurrencyPolicy:
         with their location. Only a ``doc`` that is no kind of document (a ``set``, a
         path) is a :class:`TypeError`.
         """
-        config = (
-            doc if isinstance(doc, VeleroNodeAgentConfig) else VeleroNodeAgentConfig.from_json(doc)
-        )
-        policy = cls._from_config(config, default=default)
-        if strict and policy.warnings:
-            raise ConfigError(policy.warnings)
-        for warning in policy.warnings:
-            logger.warning("node-agent config: %s", warning)
-        return policy
+        # The Velero adapter builds policies, so it imports this module, not the reverse.
+        from ._velero import concurrency_policy_from_velero
 
-    @classmethod
-    def _from_config(cls, config: VeleroNodeAgentConfig, *, default: int) -> ConcurrencyPolicy:
-        warnings = list(config.problems)
-        section = config.load_concurrency
-        if section is None:
-            return cls._build(default=default, config=config, _load_warnings=tuple(warnings))
-        global_number = section.global_config
-        if global_number is None:
-            warnings.append(
-                ConfigProblem(
-                    path="loadConcurrency.globalConfig",
-                    message=(
-                        "global number is not set (Velero reads it as 0, which is invalid); "
-                        f"used the default {default}"
-                    ),
-                )
-            )
-        rules: list[Rule[int]] = []
-        indices: list[int] = []
-        skipped: list[SkippedRule] = []
-        for i, entry in enumerate(section.per_node_config or ()):
-            path = f"loadConcurrency.perNodeConfig[{i}]"
-            spec = entry.node_selector
-            try:
-                selector = LabelSelector.from_dict(spec.as_api_dict() if spec is not None else None)
-            except SelectorError as exc:
-                where = f"{path}.nodeSelector" + (f".{exc.path}" if exc.path else "")
-                reason = f"its selector does not parse: {exc.message}"
-                skipped.append(SkippedRule(index=i, path=where, reason=reason))
-                warnings.append(ConfigProblem(path=where, message=f"rule skipped: {reason}"))
-                continue
-            rules.append(Rule(selector, entry.number or 0))
-            indices.append(i)
-        return cls._build(
-            global_number=global_number,
-            rules=rules,
-            default=default,
-            config=config,
-            _rule_indices=tuple(indices),
-            _load_skipped=tuple(skipped),
-            _load_warnings=tuple(warnings),
-        )
+        return concurrency_policy_from_velero(doc, strict=strict, default=default)
 
-    @classmethod
-    def _build(cls, **fields: Any) -> ConcurrencyPolicy:
-        """A policy read from a document (the public constructor hides these fields)."""
-        policy = cls.__new__(cls)
-        policy.__attrs_init__(_from_document=True, **fields)
-        return policy
+    @property
+    def config(self) -> VeleroNodeAgentConfig | None:
+        """The document this policy was read from, when it came from :meth:`from_velero`."""
+        if self.origin is None:
+            return None
+        return cast("VeleroNodeAgentConfig | None", self.origin.document)
 
     # -- use ----------------------------------------------------------------------------
 
@@ -572,9 +539,9 @@ class ConcurrencyPolicy:
         pair them with ``zip(policy.rule_indices, policy.rules)`` to number rules the way
         :class:`Resolution` and the warnings do.
         """
-        if self._rule_indices is None:
+        if self.origin is None:
             return tuple(range(len(self.rules)))
-        return self._rule_indices
+        return self.origin.rule_indices
 
     @property
     def warnings(self) -> tuple[ConfigProblem, ...]:
@@ -626,6 +593,11 @@ class ConcurrencyPolicy:
         """Resolve several named subjects (such as nodes) at once: name -> resolution."""
         items = subjects.items() if isinstance(subjects, Mapping) else subjects
         return {name: self.resolve(labels) for name, labels in items}
+
+
+#: The origin of a policy built in code: rules numbered by position, paths that name
+#: the constructor's arguments.
+_CODE_ORIGIN: Final = PolicyOrigin()
 
 
 @frozen(kw_only=True)

@@ -1,22 +1,29 @@
 """
-The Velero node-agent configuration document, as attrs models.
+The Velero node-agent configuration document, as attrs models, and the adapter that turns
+it into a :class:`ConcurrencyPolicy`.
 
 These mirror Velero's Go types (``NodeAgentConfigs`` and friends) field for field, with
 the JSON (camelCase) names kept in field metadata and snake_case attribute names for
 Python. Every field is optional (``None`` = not set), unknown keys are kept in ``extra``,
 and :meth:`VeleroNodeAgentConfig.to_dict` writes back what was read, so a document that
 also carries ``loadAffinity``, ``backupPVC``, ``podResources``... survives a round trip.
+
+:func:`concurrency_policy_from_velero` (behind :meth:`ConcurrencyPolicy.from_velero`) is the
+only place that knows how a ``loadConcurrency`` section maps to a policy: it walks the
+document, parses the selectors, and records where every rule came from in the policy's
+one :class:`PolicyOrigin`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from attrs import evolve, frozen
 
-from .._errors import ConfigProblem
+from .._errors import ConfigError, ConfigProblem, SelectorError
 from ._gojson import (
     JsonModel,
     internal_field,
@@ -26,6 +33,8 @@ from ._gojson import (
     structure,
     unstructure,
 )
+from ._rules import ConcurrencyPolicy, PolicyOrigin, Rule, SkippedRule
+from ._selectors import LabelSelector
 
 __all__ = [
     "BackupPVCConfig",
@@ -38,7 +47,10 @@ __all__ = [
     "SelectorExpression",
     "SelectorSpec",
     "VeleroNodeAgentConfig",
+    "concurrency_policy_from_velero",
 ]
+
+logger: Final = logging.getLogger("throttlekit.policy")
 
 
 @frozen(kw_only=True)
@@ -197,3 +209,68 @@ class VeleroNodeAgentConfig(JsonModel):
     def to_json(self, *, indent: int | None = 2) -> str:
         """The document as JSON text."""
         return json.dumps(self.to_dict(), indent=indent)
+
+
+# -- the adapter: a document to a policy ----------------------------------------------------
+
+_SECTION: Final = "loadConcurrency"
+
+
+def concurrency_policy_from_velero(doc: Any, *, strict: bool, default: int) -> ConcurrencyPolicy:
+    """
+    The policy a node-agent document gives; :meth:`ConcurrencyPolicy.from_velero` documents
+    the arguments and the outcome.
+    """
+    config = doc if isinstance(doc, VeleroNodeAgentConfig) else VeleroNodeAgentConfig.from_json(doc)
+    policy = _policy_from_config(config, default=default)
+    if strict and policy.warnings:
+        raise ConfigError(policy.warnings)
+    for warning in policy.warnings:
+        logger.warning("node-agent config: %s", warning)
+    return policy
+
+
+def _policy_from_config(config: VeleroNodeAgentConfig, *, default: int) -> ConcurrencyPolicy:
+    problems = list(config.problems)
+    section = config.load_concurrency
+    if section is None:
+        origin = PolicyOrigin(document=config, problems=tuple(problems))
+        return ConcurrencyPolicy(default=default, origin=origin)
+    global_number = section.global_config
+    if global_number is None:
+        problems.append(
+            ConfigProblem(
+                path=f"{_SECTION}.globalConfig",
+                message=(
+                    "global number is not set (Velero reads it as 0, which is invalid); "
+                    f"used the default {default}"
+                ),
+            )
+        )
+    rules: list[Rule[int]] = []
+    indices: list[int] = []
+    skipped: list[SkippedRule] = []
+    for i, entry in enumerate(section.per_node_config or ()):
+        path = f"{_SECTION}.perNodeConfig[{i}]"
+        spec = entry.node_selector
+        try:
+            selector = LabelSelector.from_dict(spec.as_api_dict() if spec is not None else None)
+        except SelectorError as exc:
+            where = f"{path}.nodeSelector" + (f".{exc.path}" if exc.path else "")
+            reason = f"its selector does not parse: {exc.message}"
+            skipped.append(SkippedRule(index=i, path=where, reason=reason))
+            problems.append(ConfigProblem(path=where, message=f"rule skipped: {reason}"))
+            continue
+        rules.append(Rule(selector, entry.number or 0))  # a missing number is Go's 0
+        indices.append(i)
+    origin = PolicyOrigin(
+        document=config,
+        rule_indices=tuple(indices),
+        skipped=tuple(skipped),
+        problems=tuple(problems),
+        global_path=f"{_SECTION}.globalConfig",
+        number_path=f"{_SECTION}.perNodeConfig[{{index}}].number",
+    )
+    return ConcurrencyPolicy(
+        global_number=global_number, rules=rules, default=default, origin=origin
+    )
