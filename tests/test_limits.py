@@ -97,7 +97,7 @@ async def test_growing_wakes_exactly_those_that_fit_and_shrinking_cancels_no_one
         limits.total = 3
         await anyio.sleep(0)
         assert limits.statistics().in_use == 3
-        assert limits.statistics().waiting == 2
+        assert limits.statistics().tasks_waiting == 2
         limits.total = 1  # holders keep their slots
         assert limits.statistics().in_use == 3
     assert rec.peak["backup"] == 3
@@ -126,12 +126,12 @@ async def test_cancelled_waiters_and_holders_leak_nothing() -> None:
         with anyio.move_on_after(0.2):
             async with limits.slot("backup", key="vm"):
                 pytest.fail("should not get a slot")
-        assert limits.statistics().waiting == 0
+        assert limits.statistics().tasks_waiting == 0
     with anyio.move_on_after(0.5):
         async with limits.slot("backup", key="vm"):
             await anyio.sleep(10)
     stats = limits.statistics()
-    assert (stats.in_use, stats.waiting, dict(stats.in_use_per_kind)) == (0, 0, {})
+    assert (stats.in_use, stats.tasks_waiting, dict(stats.in_use_per_kind)) == (0, 0, {})
 
 
 class Custom(BaseException):
@@ -204,7 +204,7 @@ async def test_a_fault_anywhere_leaks_no_slot(where: str, what: Any) -> None:
         assert type(error) is what
     assert follower_got_it == [1.0 if where == "holding" else 2.0]
     stats = limits.statistics()
-    assert (stats.in_use, stats.waiting, dict(stats.in_use_per_kind)) == (0, 0, {})
+    assert (stats.in_use, stats.tasks_waiting, dict(stats.in_use_per_kind)) == (0, 0, {})
 
 
 async def test_nowait_takes_a_free_slot_or_raises() -> None:
@@ -243,7 +243,7 @@ async def test_nowait_never_jumps_the_line(held: tuple[str, str], nowait: tuple[
         async with anyio.create_task_group() as tg, limits.slot(held[0], key=held[1]):
             tg.start_soon(restore_vm1)
             await anyio.sleep(1)
-            assert limits.statistics().waiting == 1
+            assert limits.statistics().tasks_waiting == 1
             with pytest.raises(anyio.WouldBlock), limits.slot_nowait(*nowait):
                 order.append("jumped the line")
             with limits.slot_nowait("delete", key="vm3"):  # what nobody waits for
@@ -280,3 +280,77 @@ async def test_bad_slot_arguments() -> None:
     with pytest.raises(TypeError, match="key must be hashable"):
         async with limits.slot("backup", key=["vm"]):
             pass
+
+
+# One rule for slot() and slot_nowait(): granted when it fits and no request ahead of it
+# in line shares its kind or key. Each case: what is held, who waits (kind, key,
+# priority), the request, and whether it is granted at once.
+RULE_CASES = [
+    # A restore of vm1 waits for vm1 (held by a backup): a restore of vm2 fits, but
+    # would overtake it on the restore kind.
+    (("backup", "vm1"), ("restore", "vm1", 0), ("restore", "vm2", 0), False),
+    # A restore of vm1 waits for the restore kind (held for vm2): a backup of vm1 fits,
+    # but would overtake it on vm1.
+    (("restore", "vm2"), ("restore", "vm1", 0), ("backup", "vm1", 0), False),
+    # Sharing neither kind nor key: it goes past the waiter.
+    (("backup", "vm1"), ("restore", "vm1", 0), ("delete", "vm3", 0), True),
+    # A higher priority is ahead of the waiter in line: it is not overtaking anyone.
+    (("backup", "vm1"), ("restore", "vm1", 0), ("restore", "vm2", 5), True),
+    # The same priority arrives later: behind the waiter.
+    (("backup", "vm1"), ("restore", "vm1", 5), ("restore", "vm2", 5), False),
+    # Nobody waits, but it does not fit (the restore kind is full).
+    (("restore", "vm2"), None, ("restore", "vm3", 0), False),
+]
+
+
+@pytest.mark.parametrize("api", ["slot", "slot_nowait"])
+@pytest.mark.parametrize(("held", "waiter", "asked", "granted"), RULE_CASES)
+async def test_slot_and_slot_nowait_follow_one_rule(
+    held: tuple[str, str],
+    waiter: tuple[str, str, int] | None,
+    asked: tuple[str, str, int],
+    granted: bool,
+    api: str,
+) -> None:
+    """slot() is granted at once exactly where slot_nowait() does not raise WouldBlock."""
+    limits = OperationLimits(total=4, per_kind={"restore": 1}, per_key=1)
+    got: list[str] = []
+
+    async def wait_in_line() -> None:
+        assert waiter is not None
+        async with limits.slot(waiter[0], key=waiter[1], priority=waiter[2]):
+            got.append("waiter")
+
+    async def request_slot() -> None:
+        kind, key, priority = asked
+        async with limits.slot(kind, key=key, priority=priority):
+            got.append("request")
+            await anyio.sleep(10)
+
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tg, limits.slot(held[0], key=held[1]):
+            if waiter is not None:
+                tg.start_soon(wait_in_line)
+                await anyio.sleep(1)
+                assert limits.statistics().tasks_waiting == 1
+            if api == "slot_nowait":
+                kind, key, priority = asked
+                try:
+                    with limits.slot_nowait(kind, key=key, priority=priority):
+                        got.append("request")
+                except anyio.WouldBlock:
+                    pass
+            else:
+                tg.start_soon(request_slot)
+                await anyio.sleep(1)
+            assert ("request" in got) is granted
+            tg.cancel_scope.cancel()
+    stats = limits.statistics()
+    assert (stats.in_use, stats.tasks_waiting) == (0, 0)
+
+
+def test_the_old_statistics_name_still_reads_with_a_warning() -> None:
+    """OperationLimitsStatistics.waiting reads tasks_waiting for one release, with a warning."""
+    stats = OperationLimits(total=1).statistics()
+    with pytest.warns(DeprecationWarning, match="use tasks_waiting"):
+        assert stats.waiting == stats.tasks_waiting == 0

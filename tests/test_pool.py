@@ -480,7 +480,7 @@ async def test_statistics_show_busy_workers_and_queue() -> None:
         tg.start_soon(pool.run, blocks_of(["a"], ["b"], ["c"], ["d"], ["e"]), process)
         await anyio.sleep(0.5)
         stats = pool.statistics()
-        assert (stats.workers, stats.busy, stats.queued_blocks, stats.runs) == (2, 2, 3, 1)
+        assert (stats.workers, stats.in_use, stats.queued_blocks, stats.runs) == (2, 2, 3, 1)
 
 
 @pytest.mark.parametrize(
@@ -557,3 +557,25 @@ def test_every_block_is_reported_exactly_once(
         if b.status is BlockStatus.SUCCEEDED:
             assert i not in fail
     assert result.failed + result.succeeded + result.cancelled == len(durations)
+
+
+async def test_the_pool_is_entered_once() -> None:
+    """A primitive that owns tasks is entered once: again, even after leaving, is refused."""
+    pool = ItemBlockWorkerPool(workers=1)
+    async with pool:
+        with pytest.raises(RuntimeError, match="ItemBlockWorkerPool can be entered only once"):
+            await pool.__aenter__()
+    with pytest.raises(RuntimeError, match="ItemBlockWorkerPool can be entered only once"):
+        async with pool:
+            pass
+
+
+async def test_old_statistics_names_still_read_with_a_warning() -> None:
+    """PoolStatistics and .busy remain for one release: the same class, a warning on busy."""
+    import throttlekit
+
+    stats = ItemBlockWorkerPool(workers=3).statistics()
+    assert isinstance(stats, throttlekit.ItemBlockWorkerPoolStatistics)
+    assert throttlekit.PoolStatistics is throttlekit.ItemBlockWorkerPoolStatistics
+    with pytest.warns(DeprecationWarning, match="use in_use"):
+        assert stats.busy == stats.in_use == 0

@@ -256,7 +256,7 @@ async def play(scenario: Scenario, layout: str, hold: ThreadsHoldTime) -> dict[s
             tg.cancel_scope.cancel()
     assert task_ids() == before  # the pool's workers (and everything else) are gone
     stats = pool.statistics()
-    assert (stats.busy, stats.queued_blocks, stats.runs) == (0, 0, 0)
+    assert (stats.in_use, stats.queued_blocks, stats.runs) == (0, 0, 0)
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import warnings
 from collections.abc import AsyncIterator, Hashable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import final
@@ -50,14 +51,30 @@ def _check_per_kind(per_kind: object) -> dict[str, int]:
 
 @frozen(kw_only=True)
 class OperationLimitsStatistics:
-    """A snapshot of :class:`OperationLimits`: limits, slots in use, waiters."""
+    """
+    A snapshot of :class:`OperationLimits`, from its ``statistics()``.
+
+    ``total``, ``per_kind`` and ``per_key`` are the limits; ``in_use`` the slots held
+    (``in_use_per_kind`` per kind); ``tasks_waiting`` the tasks waiting in line for a
+    slot (anyio's name; the deprecated ``waiting`` still reads it, for one release).
+    """
 
     total: int | None
     per_kind: Mapping[str, int]
     per_key: int | None
     in_use: int
     in_use_per_kind: Mapping[str, int]
-    waiting: int
+    tasks_waiting: int
+
+    @property
+    def waiting(self) -> int:
+        """Deprecated alias of :attr:`tasks_waiting`, kept for one release."""
+        warnings.warn(
+            "OperationLimitsStatistics.waiting is deprecated; use tasks_waiting",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.tasks_waiting
 
 
 class _Waiter:
@@ -81,11 +98,18 @@ class OperationLimits:
 
     A kind with limit 1 is sequential (restores, one after another); kinds without their
     own limit share ``total`` (backups, deletes, in parallel). ``per_key`` bounds
-    operations on one key (one VM, one volume). Waiters with higher ``priority`` go first,
-    first come first served within a priority; a waiter that cannot run (its kind is
-    full) does not hold up those behind it that can. Limits can change at any time:
+    operations on one key (one VM, one volume). Limits can change at any time:
     shrinking never cancels holders, growing wakes exactly the waiters that now fit.
     Cancelling a waiter, or a holder, never leaks a slot.
+
+    One rule decides who gets a slot, for :meth:`slot` and :meth:`slot_nowait` alike:
+    **a request is granted when it fits and no request ahead of it in line shares its
+    kind or its key.** The line is ordered by ``priority`` (higher first), then by
+    arrival. So operations on one kind or one key start first come first served (a
+    restore of vm2 does not overtake a restore of vm1 that waits for vm1 to be free),
+    while a request that shares neither with anyone waiting goes past them (a waiting
+    restore does not hold up a backup of another VM). :meth:`slot_nowait` raises
+    :class:`anyio.WouldBlock` exactly where :meth:`slot` would wait.
 
     It bounds how many operations run, not how fast: see :class:`RateLimiter` for that.
     Use it from one event loop (asyncio or trio); it is not for threads.
@@ -179,16 +203,36 @@ class OperationLimits:
         self._wake()
 
     def _wake(self) -> None:
-        """Grant, in order, every waiter that fits now."""
+        """
+        Grant, in line order, every waiter that fits now and shares neither its kind nor
+        its key with a waiter ahead of it that stays in line.
+        """
         kept: list[_Waiter] = []
+        kinds: set[str] = set()
+        keys: set[Hashable] = set()
         for w in self._waiters:
-            if self._fits(w.kind, w.key):
-                self._take(w.kind, w.key)
-                w.granted = True
-                w.event.set()
-            else:
-                kept.append(w)
+            if w.kind not in kinds and (w.key is None or w.key not in keys):
+                if self._fits(w.kind, w.key):
+                    self._take(w.kind, w.key)
+                    w.granted = True
+                    w.event.set()
+                    continue
+            kept.append(w)
+            kinds.add(w.kind)
+            if w.key is not None:
+                keys.add(w.key)
         self._waiters = kept
+
+    def _grantable(self, kind: str, key: Hashable | None, priority: int) -> bool:
+        """Whether a request would be granted at once: the rule of :meth:`_wake`."""
+        if not self._fits(kind, key):
+            return False
+        for w in self._waiters:
+            if w.order[0] > -priority:
+                break  # the rest of the line is behind this request
+            if w.kind == kind or (key is not None and w.key == key):
+                return False
+        return True
 
     def _check_key(self, key: object) -> Hashable | None:
         if key is None:
@@ -205,18 +249,18 @@ class OperationLimits:
     ) -> AsyncIterator[None]:
         """
         Wait for a slot for an operation of ``kind`` (on ``key``) and hold it for the
-        ``async with`` block. Higher ``priority`` waiters are served first.
+        ``async with`` block. Higher ``priority`` waiters are served first; see the class
+        for the one rule that decides when a slot is granted.
         """
         kind = _check_kind(kind)
         key = self._check_key(key)
         priority = check_priority(priority)
         await anyio.lowlevel.checkpoint_if_cancelled()
-        if not self._waiters and self._fits(kind, key):
+        if self._grantable(kind, key, priority):
             self._take(kind, key)
         else:
             w = _Waiter(kind, key, (-priority, next(self._arrival)))
             bisect.insort(self._waiters, w, key=lambda x: x.order)
-            self._wake()  # it may fit although others wait (their kind is full)
             try:
                 await w.event.wait()
             except BaseException:
@@ -231,16 +275,18 @@ class OperationLimits:
             self._release(kind, key)
 
     @contextmanager
-    def slot_nowait(self, kind: str, key: Hashable | None = None) -> Iterator[None]:
+    def slot_nowait(
+        self, kind: str, key: Hashable | None = None, priority: int = 0
+    ) -> Iterator[None]:
         """
-        Take a slot now if one is free and nobody is waiting for it, or raise
-        :class:`anyio.WouldBlock`; hold it for the ``with`` block.
+        Take a slot now, or raise :class:`anyio.WouldBlock` where :meth:`slot` (with the
+        same arguments) would wait: when it does not fit, or when a request ahead of it
+        in line shares its kind or key. Hold it for the ``with`` block.
         """
         kind = _check_kind(kind)
         key = self._check_key(key)
-        if not self._fits(kind, key) or any(
-            w.kind == kind or (key is not None and w.key == key) for w in self._waiters
-        ):
+        priority = check_priority(priority)
+        if not self._grantable(kind, key, priority):
             raise anyio.WouldBlock
         self._take(kind, key)
         try:
@@ -249,12 +295,15 @@ class OperationLimits:
             self._release(kind, key)
 
     def statistics(self) -> OperationLimitsStatistics:
-        """A snapshot: the limits, slots in use (in all and per kind), waiters."""
+        """
+        A snapshot: the limits, slots in use (in all and per kind), tasks waiting. It only
+        reads: it never grants or wakes anyone.
+        """
         return OperationLimitsStatistics(
             total=self._total,
             per_kind=dict(self._per_kind),
             per_key=self._per_key,
             in_use=self._in_use,
             in_use_per_kind=dict(self._kind_in_use),
-            waiting=len(self._waiters),
+            tasks_waiting=len(self._waiters),
         )

@@ -14,6 +14,7 @@ import inspect
 import logging
 import math
 import sys
+import warnings
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -38,7 +39,7 @@ from ._blocks import (
 if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["ItemBlockWorkerPool", "PoolStatistics"]
+__all__ = ["ItemBlockWorkerPool", "ItemBlockWorkerPoolStatistics", "PoolStatistics"]
 
 T = TypeVar("T")
 
@@ -54,13 +55,36 @@ def _is_async(func: Callable[..., Any]) -> bool:
 
 
 @frozen(kw_only=True)
-class PoolStatistics:
-    """A snapshot of an :class:`ItemBlockWorkerPool`, from its ``statistics()``."""
+class ItemBlockWorkerPoolStatistics:
+    """
+    A snapshot of an :class:`ItemBlockWorkerPool`, from its ``statistics()``.
+
+    ``workers`` is how many blocks may run at once (the live setting); ``in_use`` the
+    workers running a block now (more than ``workers`` for a while after shrinking, until
+    the retiring workers finish their block); ``queued_blocks`` the blocks waiting for a
+    worker, over all runs; ``runs`` the runs in progress. The deprecated ``busy`` still
+    reads ``in_use``, for one release; ``PoolStatistics`` is the deprecated old name of
+    this class.
+    """
 
     workers: int
-    busy: int
+    in_use: int
     queued_blocks: int
     runs: int
+
+    @property
+    def busy(self) -> int:
+        """Deprecated alias of :attr:`in_use`, kept for one release."""
+        warnings.warn(
+            "ItemBlockWorkerPoolStatistics.busy is deprecated; use in_use",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.in_use
+
+
+#: Deprecated: the old name of :class:`ItemBlockWorkerPoolStatistics`, for one release.
+PoolStatistics = ItemBlockWorkerPoolStatistics
 
 
 class _Run(Generic[T]):
@@ -406,6 +430,10 @@ class ItemBlockWorkerPool:
     It bounds how many blocks run at once (``workers``), not how fast they go: combine it
     with a :class:`RateLimiter` for bandwidth, and :class:`OperationLimits` for limits
     per kind of operation.
+
+    Lifecycle: a primitive that owns tasks is entered once. The pool owns its workers,
+    so ``async with`` it once; entering it again (even after it was left) raises
+    :class:`RuntimeError` naming the class. Create a new pool instead.
     """
 
     def __init__(self, workers: int, *, grace_period: float = 10.0) -> None:
@@ -429,7 +457,7 @@ class ItemBlockWorkerPool:
 
     async def __aenter__(self) -> ItemBlockWorkerPool:
         if self._task_group is not None or self._closing:
-            raise RuntimeError("an ItemBlockWorkerPool can be entered only once")
+            raise RuntimeError("an ItemBlockWorkerPool can be entered only once; create a new one")
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -526,11 +554,14 @@ class ItemBlockWorkerPool:
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
 
-    def statistics(self) -> PoolStatistics:
-        """A snapshot: workers, busy workers, queued blocks, runs in progress."""
-        return PoolStatistics(
+    def statistics(self) -> ItemBlockWorkerPoolStatistics:
+        """
+        A snapshot: the worker setting, workers running a block, queued blocks, runs in
+        progress. It only reads.
+        """
+        return ItemBlockWorkerPoolStatistics(
             workers=self._workers,
-            busy=self._busy,
+            in_use=self._busy,
             queued_blocks=sum(len(r.pending) for r in self._runs),
             runs=len(self._runs),
         )
