@@ -31,7 +31,7 @@ from ._execution._blocks import (
     build_item_blocks,
 )
 from ._execution._operation_limits import OperationLimits, OperationLimitsStatistics
-from ._execution._pool import ItemBlockWorkerPool, PoolStatistics
+from ._execution._pool import ItemBlockWorkerPool, ItemBlockWorkerPoolStatistics, PoolStatistics
 from ._policy._rules import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRule
 from ._policy._selectors import LabelSelector, SelectorRequirement
 from ._policy._velero import VeleroNodeAgentConfig
@@ -69,6 +69,7 @@ __all__ = [
     "ItemBlock",
     "ItemBlockError",
     "ItemBlockWorkerPool",
+    "ItemBlockWorkerPoolStatistics",
     "ItemError",
     "LabelSelector",
     "OperationLimits",
