@@ -28,6 +28,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
     from exceptiongroup import ExceptionGroup
 
 __all__ = [
+    "CallbackWarning",
     "ConfigError",
     "ConfigProblem",
     "ItemBlockError",
@@ -181,3 +182,21 @@ class ItemBlockError(ExceptionGroup[Exception], ThrottlekitError):
 
     def derive(self, excs: Sequence[Exception]) -> ItemBlockError:  # type: ignore[override]
         return ItemBlockError(self.message, excs, block=self.block)
+
+
+class CallbackWarning(ThrottlekitError, RuntimeWarning):
+    """
+    A callback you gave throttlekit raised an :class:`Exception`, and the work went on.
+
+    Callbacks that only observe (``on_progress``, ``on_error``, a worker count chosen
+    for :meth:`ItemBlockWorkerPool.follow`) must not stop a run, so what they raise is
+    not raised into the run; it is not left in a log nobody reads either. It is issued
+    as this warning (``warnings.warn``), which Python prints on stderr without any
+    logging set up; its message names the callback and what it raised, and the
+    exception itself is kept as the warning's ``__cause__``. Turn it into an error in tests with
+    ``warnings.simplefilter("error", CallbackWarning)`` (or pytest's
+    ``-W error::throttlekit.CallbackWarning``), or silence it the same way.
+
+    It is a :class:`RuntimeWarning` and, like everything throttlekit issues on purpose,
+    a :class:`ThrottlekitError`.
+    """
