@@ -12,6 +12,7 @@ import logging as _logging
 import attrs as _attrs
 
 from ._errors import (
+    CallbackWarning,
     ConfigError,
     ConfigProblem,
     ItemBlockError,
@@ -61,6 +62,7 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 __all__ = [
     "BlockResult",
     "BlockStatus",
+    "CallbackWarning",
     "ConcurrencyPolicy",
     "ConfigError",
     "ConfigProblem",
