@@ -525,6 +525,44 @@ def test_resolve_many_by_name() -> None:
     assert {name: r.value for name, r in out.items()} == {"node1": 3, "x": 2, "y": 2}
 
 
+BOTH_POLICIES = pytest.mark.parametrize(
+    "policy",
+    [
+        ConcurrencyPolicy(global_number=2, rules=[Rule("kubernetes.io/hostname=node1", 3)]),
+        RuledPolicy(default=2, rules=[Rule("kubernetes.io/hostname=node1", 3)]),
+    ],
+    ids=["ConcurrencyPolicy", "RuledPolicy"],
+)
+
+
+@BOTH_POLICIES
+def test_resolve_many_is_resolve_for_each_subject(policy: Any) -> None:
+    """Both policies resolve named subjects at once, from a mapping or from pairs, in the
+    order given, each exactly as resolve() would (unreadable labels included)."""
+    subjects = {"y": {}, "node1": NODE1, "x": None}
+    for form in (subjects, list(subjects.items()), iter(subjects.items())):
+        out = policy.resolve_many(form)
+        assert list(out) == ["y", "node1", "x"]
+        assert out == {name: policy.resolve(labels) for name, labels in subjects.items()}
+    assert policy.resolve_many([("a", NODE1), ("a", {})])["a"].value == 2  # the last one
+    assert policy.resolve_many({}) == {}
+
+
+@BOTH_POLICIES
+@pytest.mark.parametrize("subjects", ["node1", b"node1", 3, None])
+def test_resolve_many_refuses_what_is_not_subjects(policy: Any, subjects: Any) -> None:
+    """A string, bytes or a non-iterable is a TypeError naming the argument."""
+    with pytest.raises(TypeError, match="subjects must be a mapping"):
+        policy.resolve_many(subjects)
+
+
+@BOTH_POLICIES
+def test_resolve_many_checks_each_subjects_labels(policy: Any) -> None:
+    """Labels that are not a mapping are refused as resolve() refuses them."""
+    with pytest.raises(TypeError, match="labels must be a mapping"):
+        policy.resolve_many({"node1": ["a=b"]})
+
+
 # -- explain -------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ and tested without an event loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, cast, final
 
 from attrs import field, frozen
@@ -220,6 +220,24 @@ def _check_labels(labels: object) -> None:
         )
 
 
+#: Named subjects to resolve: name -> labels, or (name, labels) pairs.
+Subjects = Mapping[str, Mapping[str, str] | None] | Iterable[tuple[str, Mapping[str, str] | None]]
+
+
+def _resolve_each(
+    resolve: Callable[[Mapping[str, str] | None], Resolution[V]], subjects: Subjects
+) -> dict[str, Resolution[V]]:
+    """``resolve`` applied to each named subject: the one ``resolve_many`` of both policies."""
+    given: object = subjects  # checked as what a caller may pass, not as the type says
+    if isinstance(given, str | bytes) or not isinstance(given, Iterable):
+        raise TypeError(
+            "subjects must be a mapping of names to labels or an iterable of (name, labels) "
+            f"pairs, got {type(subjects).__name__}"
+        )
+    items = subjects.items() if isinstance(subjects, Mapping) else subjects
+    return {name: resolve(labels) for name, labels in items}
+
+
 _COMBINE_WORDS: Final = {"min": "smallest", "max": "largest", "first": "first"}
 
 
@@ -326,6 +344,21 @@ class RuledPolicy(Generic[V]):
                 combine=self.combine,
             )
         return _rule_resolution([(i, self.rules[i]) for i in matched], self.combine)
+
+    def resolve_many(self, subjects: Subjects) -> dict[str, Resolution[V]]:
+        """
+        Resolve several named subjects at once: name -> resolution, in the order given.
+
+        ``subjects`` maps names to labels (``None`` for labels that could not be read), or
+        is an iterable of ``(name, labels)`` pairs; a name given twice keeps its last labels.
+
+        >>> policy = RuledPolicy(default="standard", rules=[Rule("tier=gold", "fast")],
+        ...                      combine="first")
+        >>> {name: r.value for name, r in policy.resolve_many(
+        ...     {"a": {"tier": "gold"}, "b": {}, "c": None}).items()}
+        {'a': 'fast', 'b': 'standard', 'c': 'standard'}
+        """
+        return _resolve_each(self.resolve, subjects)
 
 
 # -- Velero's loadConcurrency -------------------------------------------------------------
@@ -585,14 +618,14 @@ class ConcurrencyPolicy:
         hits = [c.valid[p] for p in positions]
         return _rule_resolution(hits, "min", c.skipped, tuple(warnings))
 
-    def resolve_many(
-        self,
-        subjects: Mapping[str, Mapping[str, str] | None]
-        | Iterable[tuple[str, Mapping[str, str] | None]],
-    ) -> dict[str, Resolution[int]]:
-        """Resolve several named subjects (such as nodes) at once: name -> resolution."""
-        items = subjects.items() if isinstance(subjects, Mapping) else subjects
-        return {name: self.resolve(labels) for name, labels in items}
+    def resolve_many(self, subjects: Subjects) -> dict[str, Resolution[int]]:
+        """
+        Resolve several named subjects (such as nodes) at once: name -> resolution.
+
+        ``subjects`` maps names to labels (``None`` for labels that could not be read), or
+        is an iterable of ``(name, labels)`` pairs; a name given twice keeps its last labels.
+        """
+        return _resolve_each(self.resolve, subjects)
 
 
 #: The origin of a policy built in code: rules numbered by position, paths that name

@@ -136,13 +136,33 @@ class PolicyWatcher(Generic[P]):
     (:meth:`ConcurrencyPolicy.from_velero`, lenient unless ``strict=True``); pass
     ``load=`` to watch any other kind of policy, built from the file's bytes.
 
-    Use it as an async context manager, which runs the polling task for you::
+    Use it as an async context manager, which runs the polling task for you. Here a
+    subscriber keeps an :class:`OperationLimits` in step with the node's number while an
+    edit lands (on :mod:`throttlekit.testing`'s virtual clock, so the poll costs no real
+    time):
 
-        async with PolicyWatcher("/etc/velero/node-agent-config.json") as watcher:
-            watcher.subscribe(lambda policy: limits.set_total(policy.resolve(labels).value))
-            ...  # watcher.policy is always the latest good policy
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from throttlekit import OperationLimits
+    >>> from throttlekit.testing import run
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "node-agent-config.json"
+    >>> _ = path.write_text('{"loadConcurrency": {"globalConfig": 2}}')
+    >>> labels = {"kubernetes.io/hostname": "node1"}
+    >>> async def node_agent():
+    ...     async with PolicyWatcher(path, interval=5) as watcher:
+    ...         limits = OperationLimits(total=watcher.policy.resolve(labels).value)
+    ...         def resize(policy):
+    ...             limits.total = policy.resolve(labels).value
+    ...         watcher.subscribe(resize)
+    ...         _ = path.write_text('{"loadConcurrency": {"globalConfig": 4}}')
+    ...         await watcher.wait_for_change()  # watcher.policy is the latest good one
+    ...         return limits.total
+    >>> run(node_agent)
+    4
+    >>> folder.cleanup()
 
-    or start :meth:`run` in your own task group (``await tg.start(watcher.run)``).
+    Or start :meth:`run` in your own task group (``await tg.start(watcher.run)``).
     Entering loads the file once; if that first load fails, entering raises the
     :class:`ConfigError` unless a ``fallback`` policy was given.
     """
