@@ -49,7 +49,9 @@ def test_every_module_is_in_a_pillar_or_the_shared_core() -> None:
         "_errors.py",
         "_checks.py",
         "testing.py",
+        "redis.py",
         "_cli",
+        "_site",
         *PILLARS,
     }
 
@@ -63,6 +65,23 @@ def test_pillars_never_import_each_other() -> None:
                 assert part(name) in {pillar, "_errors", "_checks"}, f"{path.name} imports {name}"
             checked += 1
     assert checked >= 15
+
+
+def test_the_site_builds_on_the_pillars_and_nothing_imports_it() -> None:
+    """_site (budgets across machines) may use _throttle and _execution, never the CLI;
+    the pillars never import it, so the core never needs redis-py."""
+    checked = 0
+    for path in (PACKAGE / "_site").glob("*.py"):
+        for name in imported(path):
+            assert part(name) in {"_site", "_throttle", "_execution", "_errors", "_checks"}, (
+                f"{path.name} imports {name}"
+            )
+        checked += 1
+    assert checked >= 3
+    for pillar in PILLARS:
+        for path in (PACKAGE / pillar).glob("*.py"):
+            assert not any(part(name) in {"_site", "redis"} for name in imported(path)), path
+    assert not any(part(name) in {"_site", "redis"} for name in imported(PACKAGE / "__init__.py"))
 
 
 def test_the_library_never_imports_the_command_line() -> None:

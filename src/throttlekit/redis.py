@@ -1,0 +1,46 @@
+"""
+Budgets shared by many processes and machines, through Redis or Valkey.
+
+One bandwidth budget for a whole site (the uplink, a backup repository's ingest, a NAS)
+shared by agents on many hosts, and exact request quotas (a cloud API's) shared the same
+way. Needs redis-py: ``pip install 'throttlekit[redis]'``.
+
+* :class:`RedisSite`: one connection, membership and heartbeat per process.
+* :meth:`RedisSite.rate_limiter`: a plain local :class:`~throttlekit.RateLimiter` whose
+  rate is this member's max-min fair share of the site rate, refreshed every interval:
+  no round trip per acquire.
+* :meth:`RedisSite.request_limiter`: a :class:`RequestLimiter`, exact across machines,
+  one atomic round trip per acquire.
+
+See the "Many machines" page of the documentation for the model and its failure
+behaviour.
+"""
+
+from __future__ import annotations
+
+try:
+    import redis as _redis  # noqa: F401
+except ImportError as _error:  # pragma: no cover - tested in a subprocess without it
+    raise ImportError(
+        "throttlekit.redis needs redis-py: pip install 'throttlekit[redis]'"
+    ) from _error
+
+from ._site._core import (
+    RedisSite,
+    RequestLimiter,
+    RequestLimiterStatistics,
+    SharedRateStatistics,
+    SiteStatistics,
+)
+
+__all__ = [
+    "RedisSite",
+    "RequestLimiter",
+    "RequestLimiterStatistics",
+    "SharedRateStatistics",
+    "SiteStatistics",
+]
+
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

@@ -1,0 +1,329 @@
+"""
+RedisSite against a real redis-server: membership, leases, shares, request limiter,
+bad input. Heartbeats are driven by hand (``beat()``) where the maths is checked, so the
+figures are exact; the fault tests (test_site_faults.py) use the real heartbeat thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+redis = pytest.importorskip("redis")
+
+from _procs import wait_until  # noqa: E402
+from _redis_server import RedisServer, redis_server_fixture  # noqa: E402, F401
+from throttlekit import Rate, RateLimiter, SiteUnavailable, UnitError  # noqa: E402
+from throttlekit._site import _scripts  # noqa: E402
+from throttlekit._site._core import _waiting, read_status, set_rate  # noqa: E402
+from throttlekit._site._fair import fair_level, fair_shares  # noqa: E402
+from throttlekit.redis import RedisSite  # noqa: E402
+
+MIB = 2**20
+SITE_RATE = Rate(per_second=40 * MIB)
+
+
+@contextlib.contextmanager
+def sites(server: RedisServer, n: int, **kwargs: object) -> Iterator[list[RedisSite]]:
+    """``n`` members of one site, their heartbeats driven by hand."""
+    made = []
+    try:
+        for i in range(n):
+            site = RedisSite(server.url, namespace="t", member=f"m{i}", **kwargs)  # type: ignore[arg-type]
+            site._heartbeat_thread = False
+            site.start()
+            made.append(site)
+        yield made
+    finally:
+        for site in made:
+            site.close()
+
+
+@contextlib.contextmanager
+def line(limiter: RateLimiter) -> Iterator[None]:
+    """A caller waiting in ``limiter``'s line (so its member wants more) until the end."""
+    started = threading.Event()
+
+    def wait() -> None:
+        started.set()
+        limiter.acquire_blocking(1e15)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    started.wait(5)
+    wait_until(lambda: _waiting(limiter) == 1, "the caller is in line")
+    try:
+        yield
+    finally:
+        limiter.rate = Rate.unlimited()  # grants it
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def shares(limiters: list[RateLimiter]) -> list[float]:
+    return [limiter.rate.per_second for limiter in limiters]
+
+
+def test_members_join_and_leave(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    with sites(redis_server, 3) as (a, _b, c):
+        assert a.statistics().members == 1 and c.statistics().members == 3
+        members = client.zrange("t:{t/site}:members", 0, -1)  # type: ignore[attr-defined]
+        assert sorted(members) == [b"m0", b"m1", b"m2"]
+        c.close()
+        assert a.beat()
+        assert a.statistics().members == 2
+    assert client.zcard("t:{t/site}:members") == 0  # type: ignore[attr-defined]
+
+
+def test_equal_shares_then_redistributed_when_one_leaves(redis_server: RedisServer) -> None:
+    with sites(redis_server, 4) as members:
+        limiters = [site.rate_limiter("uplink", SITE_RATE) for site in members]
+        for site in members:
+            site.beat()
+        # Everybody has just joined: all greedy, equal shares of the site rate.
+        assert shares(limiters) == [pytest.approx(10 * MIB)] * 4
+        members[3].close()
+        # Idle members want little; when nobody wants more, the rest is split evenly
+        # (steady once every member has seen the others' latest wants).
+        for _ in range(3):
+            for site in members[:3]:
+                site.beat()
+        assert shares(limiters[:3]) == [pytest.approx(40 * MIB / 3, rel=0.01)] * 3
+        assert sum(shares(limiters[:3])) == pytest.approx(40 * MIB)
+
+
+def test_idle_member_leaves_its_share_to_the_greedy(redis_server: RedisServer) -> None:
+    with sites(redis_server, 3) as members:
+        limiters = [site.rate_limiter("uplink", SITE_RATE) for site in members]
+        for site in members:
+            site.beat()
+        with line(limiters[0]), line(limiters[1]):
+            for _ in range(2):
+                for site in members:
+                    site.beat()
+            stats = [site.statistics().rates[0] for site in members]
+            wants = {s.name + str(i): s.want for i, s in enumerate(stats)}
+            assert wants["uplink0"] == wants["uplink1"] == math.inf
+            idle = wants["uplink2"]
+            assert 0 < idle < 40 * MIB / 3  # the floor: a little, never nothing
+            expected = fair_shares(40 * MIB, wants)
+            assert shares(limiters) == [
+                pytest.approx(expected["uplink0"]),
+                pytest.approx(expected["uplink1"]),
+                pytest.approx(idle),
+            ]
+            assert limiters[0].rate.per_second == pytest.approx((40 * MIB - idle) / 2)
+            assert [s.degraded for s in stats] == [False] * 3
+
+
+def test_silent_member_expires_after_its_lease(redis_server: RedisServer) -> None:
+    with sites(redis_server, 2, refresh=0.05, lease=0.3) as (a, b):
+        la, lb = a.rate_limiter("uplink", SITE_RATE), b.rate_limiter("uplink", SITE_RATE)
+        a.beat()
+        assert la.rate.per_second == pytest.approx(20 * MIB)
+        # b stops beating (as if frozen); a keeps going and gets everything after the lease.
+        wait_until(lambda: a.beat() and a.statistics().members == 1, "b expires")
+        assert a.statistics().rates[0].members == 1
+        assert la.rate.per_second == pytest.approx(40 * MIB)
+        del lb
+
+
+def test_site_rate_is_stored_and_changed_for_everyone(redis_server: RedisServer) -> None:
+    with sites(redis_server, 2) as (a, b):
+        la = a.rate_limiter("uplink", SITE_RATE)
+        lb = b.rate_limiter("uplink", Rate(per_second=20 * MIB))  # the latest rate wins
+        a.beat()
+        b.beat()
+        assert a.statistics().rates[0].site_rate.per_second == 20 * MIB
+        assert la.rate.per_second == pytest.approx(10 * MIB)
+        set_rate(redis_server.client(), "t", "uplink", Rate(per_second=60 * MIB))
+        for _ in range(3):  # both idle: the whole new rate split evenly on top
+            a.beat()
+            b.beat()
+        assert shares([la, lb]) == [pytest.approx(30 * MIB, rel=0.01)] * 2
+        assert sum(shares([la, lb])) == pytest.approx(60 * MIB)
+        assert b.rate_limiter("uplink", Rate(per_second=60 * MIB)) is lb
+        with pytest.raises(LookupError, match="nope"):
+            set_rate(redis_server.client(), "t", "nope", "1MiB/s")
+
+
+def test_status_lists_members_wants_and_shares(redis_server: RedisServer) -> None:
+    with sites(redis_server, 2) as (a, b):
+        a.rate_limiter("uplink", SITE_RATE)
+        b.rate_limiter("uplink", SITE_RATE)
+        a.request_limiter("api", "5/s", burst=5)
+        status = read_status(redis_server.client(), "t")
+    assert [m["member"] for m in status["members"]] == ["m0", "m1"]
+    assert all(0 < m["expires_in"] <= 10 for m in status["members"])
+    (rate,) = status["rates"]
+    assert rate["name"] == "uplink" and rate["rate"] == 40 * MIB
+    assert [m["share"] for m in rate["members"]] == [20 * MIB, 20 * MIB]
+    assert status["requests"] == [{"name": "api", "rate": 5.0, "burst": 5.0, "kind": "units"}]
+
+
+def test_the_share_script_divides_like_the_python_function(redis_server: RedisServer) -> None:
+    """Lua and Python compute the same max-min division, to the last bit."""
+    import random
+
+    client = redis_server.client()
+    rng = random.Random(7)
+    sha = client.script_load(_scripts.SHARE)  # type: ignore[attr-defined]
+    for case in range(40):
+        n = rng.randint(1, 30)
+        capacity = rng.choice([rng.uniform(0, 1e9), 0.0, 1e8])
+        wants = [rng.choice([math.inf, rng.uniform(0, 2e8), 0.0]) for _ in range(n)]
+        keys = (f"c{case}", f"a{case}", f"w{case}")
+        for i, want in enumerate(wants):
+            w = "g" if math.isinf(want) else repr(want)
+            reply = client.evalsha(  # type: ignore[attr-defined]
+                sha, 3, *keys, f"m{i}", w, "10000", repr(capacity), "bytes", "1", "0"
+            )
+        level, surplus = fair_level(capacity, wants)
+        assert float(reply[4]) == level and float(reply[5]) == surplus
+        assert float(reply[0]) == min(wants[-1], level) + surplus
+
+
+def test_unreachable_at_start(tmp_path: pytest.TempPathFactory) -> None:
+    site = RedisSite(f"unix://{tmp_path}/nothing.sock", refresh=0.1, lease=1.0)
+    with pytest.raises(SiteUnavailable, match="cannot join") as info:
+        site.start()
+    assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"url": "redis://h", "namespace": "a b"}, ValueError, "namespace"),
+        ({"url": "redis://h", "namespace": "x{y}"}, ValueError, "namespace"),
+        ({"url": "redis://h", "namespace": 3}, TypeError, "namespace"),
+        ({"url": "http://h/"}, ValueError, "url 'http://h/'"),
+        ({"url": 7}, TypeError, "url"),
+        ({}, ValueError, "url or client"),
+        ({"url": "redis://h", "client": object()}, ValueError, "exactly one"),
+        ({"url": "redis://h", "refresh": 0}, ValueError, "refresh"),
+        ({"url": "redis://h", "refresh": 2.0, "lease": 1.0}, ValueError, "lease"),
+        ({"url": "redis://h", "member": ""}, ValueError, "member"),
+        ({"url": "redis://h", "member": 5}, TypeError, "member"),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, object], error: type[Exception], match: str) -> None:
+    url = kwargs.pop("url", None)
+    with pytest.raises(error, match=match):
+        RedisSite(url, **kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_limiter_arguments(redis_server: RedisServer) -> None:
+    with sites(redis_server, 1) as (site,):
+        with pytest.raises(ValueError, match="name"):
+            site.rate_limiter("up:link", SITE_RATE)
+        with pytest.raises(UnitError, match="10 parsecs"):
+            site.rate_limiter("uplink", "10 parsecs")
+        with pytest.raises(ValueError, match="fallback"):
+            site.rate_limiter("uplink", SITE_RATE, fallback="sometimes")
+        with pytest.raises(TypeError, match="fallback"):
+            site.rate_limiter("uplink", SITE_RATE, fallback=3)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="burst"):
+            site.request_limiter("api", "5/s", burst=0)
+        limiter = site.request_limiter("api", "5/s", burst=2)
+        with pytest.raises(ValueError, match="burst"):
+            limiter.acquire_nowait(3)
+        with pytest.raises(ValueError, match="amount"):
+            limiter.acquire_nowait(-1)
+    with pytest.raises(RuntimeError, match="enter the site"):
+        site.rate_limiter("uplink", SITE_RATE)
+
+
+def test_request_limiter_nowait_and_blocking(redis_server: RedisServer) -> None:
+    with sites(redis_server, 2) as (a, b):
+        la = a.request_limiter("api", "2/s", burst=3)
+        lb = b.request_limiter("api", "2/s", burst=3)
+        la.acquire_nowait()
+        lb.acquire_nowait()
+        la.acquire_nowait()
+        with pytest.raises(anyio.WouldBlock):  # the burst is shared by every member
+            lb.acquire_nowait()
+        lb.acquire_blocking()  # waits its turn (about half a second)
+        assert lb.statistics().granted == 2 and 0 < lb.statistics().total_waited <= 0.5
+
+
+@pytest.mark.anyio
+async def test_request_limiter_async_turns_in_order(redis_server: RedisServer) -> None:
+    """Each caller is told its turn: burst at once, then one per 1/rate (virtual sleeps)."""
+    with sites(redis_server, 1) as (site,):
+        limiter = site.request_limiter("api", "4/s", burst=2)
+        for _ in range(6):
+            await limiter.acquire()
+        waited = limiter.statistics().total_waited
+        # Turns 3..6 wait 0.25, 0.5, 0.75, 1.0 s (less the real time between calls).
+        assert 2.5 - 0.3 <= waited <= 2.5
+
+
+@pytest.mark.anyio
+async def test_cancelled_waiter_gives_its_turn_back(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    key = "t:{t/request/api}:tat"
+    with sites(redis_server, 1) as (site,):
+        limiter = site.request_limiter("api", "1/s", burst=1)
+        await limiter.acquire()
+        before = client.get(key)  # type: ignore[attr-defined]
+        with anyio.move_on_after(0.5) as scope:
+            await limiter.acquire()  # told to wait about a second, cancelled meanwhile
+        assert scope.cancelled_caught
+        assert client.get(key) == before  # type: ignore[attr-defined]
+        assert limiter.statistics().granted == 1
+
+
+def test_request_limiter_raises_while_redis_is_down(redis_server: RedisServer) -> None:
+    with sites(redis_server, 1, refresh=0.1, lease=1.0) as (site,):
+        limiter = site.request_limiter("api", "100/s", burst=10)
+        limiter.acquire_nowait()
+        redis_server.kill()
+        with pytest.raises(SiteUnavailable, match="api"):
+            limiter.acquire_blocking()
+        with pytest.raises(SiteUnavailable):
+            limiter.acquire_nowait()
+        assert limiter.statistics().unavailable == 2
+        redis_server.start()  # empty: the scripts and the config are loaded again
+        limiter.acquire_nowait()
+        assert limiter.statistics().granted == 2
+
+
+def test_clock_skew_changes_nothing(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member whose wall clock is 5 s off: leases and turns use the server's clock."""
+    real = time.time
+    with sites(redis_server, 2, refresh=0.05, lease=0.5) as (a, b):
+        monkeypatch.setattr(time, "time", lambda: real() + 5.0)
+        la, lb = a.rate_limiter("uplink", SITE_RATE), b.rate_limiter("uplink", SITE_RATE)
+        for site in (a, b):
+            site.beat()
+        assert shares([la, lb]) == [pytest.approx(20 * MIB)] * 2
+        assert abs(a.statistics().server_time - real()) < 1.0  # type: ignore[operator]
+        api = b.request_limiter("api", "1/s", burst=1)
+        api.acquire_nowait()
+        with pytest.raises(anyio.WouldBlock):
+            api.acquire_nowait()
+
+
+def test_import_error_names_the_extra(tmp_path: pytest.TempPathFactory) -> None:
+    """Without redis-py, importing throttlekit.redis says which extra to install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "try:\n    import throttlekit.redis\n"
+        "except ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "pip install 'throttlekit[redis]'" in out.stdout
