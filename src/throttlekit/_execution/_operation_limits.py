@@ -211,12 +211,12 @@ class OperationLimits:
         kinds: set[str] = set()
         keys: set[Hashable] = set()
         for w in self._waiters:
-            if w.kind not in kinds and (w.key is None or w.key not in keys):
-                if self._fits(w.kind, w.key):
-                    self._take(w.kind, w.key)
-                    w.granted = True
-                    w.event.set()
-                    continue
+            overtakes = w.kind in kinds or (w.key is not None and w.key in keys)
+            if not overtakes and self._fits(w.kind, w.key):
+                self._take(w.kind, w.key)
+                w.granted = True
+                w.event.set()
+                continue
             kept.append(w)
             kinds.add(w.kind)
             if w.key is not None:

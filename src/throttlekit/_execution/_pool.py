@@ -16,15 +16,16 @@ import math
 import sys
 import warnings
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, final
+from typing import Any, Generic, Literal, Protocol, TypeVar, final
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from attrs import frozen
 
 from .._checks import check_callable, check_int, check_priority, check_seconds
+from .._errors import CallbackWarning
 from ._blocks import (
     BlockResult,
     BlockStatus,
@@ -42,6 +43,8 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
 __all__ = ["ItemBlockWorkerPool", "ItemBlockWorkerPoolStatistics", "PoolStatistics"]
 
 T = TypeVar("T")
+V = TypeVar("V")
+V_co = TypeVar("V_co", covariant=True)
 
 logger = logging.getLogger("throttlekit.pool")
 
@@ -52,6 +55,26 @@ def _is_async(func: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004 - an object with an async __call__
     )
+
+
+def _warn_callback(what: str, error: Exception) -> None:
+    """
+    A user callback raised ``error`` and the work goes on: say so where it cannot be
+    missed (a :class:`CallbackWarning`, printed on stderr by default) and in the log.
+    """
+    logger.error("%s raised %s: %s", what, type(error).__name__, error, exc_info=error)
+    warning = CallbackWarning(f"{what} raised {type(error).__name__}: {error}; the run goes on")
+    warning.__cause__ = error
+    warnings.warn(warning, stacklevel=3)
+
+
+class _Changing(Protocol[V_co]):
+    """What :meth:`ItemBlockWorkerPool.follow` needs of a watcher (a PolicyWatcher)."""
+
+    @property
+    def policy(self) -> V_co: ...
+
+    async def wait_for_change(self) -> V_co: ...
 
 
 @frozen(kw_only=True)
@@ -443,6 +466,8 @@ class ItemBlockWorkerPool:
         self._runs: list[_Run[Any]] = []
         self._idle: deque[anyio.Event] = deque()
         self._busy = 0
+        self._alive = 0  # worker tasks started and not yet ended (retiring ones included)
+        self._closed = anyio.Event()  # set when the context is being left (see follow)
         self._task_group: TaskGroup | None = None
         self._closing = False  # the context is being left: no new runs
         self._stopping = False  # no new blocks (closing, or a callable raised a BaseException)
@@ -452,8 +477,36 @@ class ItemBlockWorkerPool:
 
     @property
     def workers(self) -> int:
-        """How many blocks run at once, at most."""
+        """
+        How many blocks run at once, at most. Settable live (an int >= 1).
+
+        Growing starts the new workers at once (they take queued blocks right away).
+        Shrinking never cancels a block: idle workers retire at once and busy ones as
+        they finish their current block, so for a while more blocks than ``workers`` may
+        still be running (``statistics().in_use`` shows them). Threads for sync callables
+        follow the same number. Setting it before the pool is entered sets how many
+        workers it starts with; after the pool has stopped, it changes nothing. To follow
+        a policy that is reloaded live, see :meth:`follow`.
+        """
         return self._workers
+
+    @workers.setter
+    def workers(self, value: int) -> None:
+        self._workers = check_int(value, "workers", minimum=1)
+        self._threads.total_tokens = self._workers
+        if self._task_group is None or self._stopping:
+            return
+        for _ in range(self._workers - self._alive):
+            self._start_worker()
+        if self._alive > self._workers:
+            for event in self._idle:  # idle workers retire now; busy ones after their block
+                event.set()
+            self._idle.clear()
+
+    def _start_worker(self) -> None:
+        assert self._task_group is not None
+        self._alive += 1
+        self._task_group.start_soon(self._worker)
 
     async def __aenter__(self) -> ItemBlockWorkerPool:
         if self._task_group is not None or self._closing:
@@ -463,7 +516,7 @@ class ItemBlockWorkerPool:
         self._task_group = task_group
         task_group.start_soon(self._watch)
         for _ in range(self._workers):
-            task_group.start_soon(self._worker)
+            self._start_worker()
         return self
 
     async def _watch(self) -> None:
@@ -488,6 +541,7 @@ class ItemBlockWorkerPool:
     ) -> bool | None:
         assert self._task_group is not None
         self._closing = self._stopping = True
+        self._closed.set()
         self._watching.cancel()
         try:
             with anyio.CancelScope(shield=True):
@@ -566,6 +620,82 @@ class ItemBlockWorkerPool:
             runs=len(self._runs),
         )
 
+    async def follow(
+        self,
+        source: _Changing[V] | AsyncIterable[V],
+        to_workers: Callable[[V], int] | None = None,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """
+        Keep :attr:`workers` in step with a live source until the pool's context is
+        left, the source ends, or this task is cancelled.
+
+        ``source`` is either a watcher (any object with a ``policy`` attribute and an
+        async ``wait_for_change()`` returning the new policy, such as a
+        :class:`PolicyWatcher`): its current policy is applied at once, then each new
+        one; or an async iterable: each value it yields is applied. ``to_workers(value)``
+        turns a value into a worker count (default: the value is the count)::
+
+            async with PolicyWatcher(path) as watcher, ItemBlockWorkerPool(workers=1) as pool:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(pool.follow, watcher,
+                                   lambda policy: policy.resolve(node_labels).value)
+                    result = await pool.run(blocks, back_up)
+                    tg.cancel_scope.cancel()   # stop following (or leave the pool first)
+
+        With ``task_group.start(pool.follow, ...)``, the start completes once the first
+        count is applied. A count that cannot be applied (``to_workers`` raises an
+        :class:`Exception`, or returns something that is not an int >= 1) is reported as
+        a :class:`CallbackWarning` and the pool keeps its current count; following goes
+        on. What the source itself raises (a watcher that has stopped raises
+        :class:`RuntimeError`) propagates. It lives in your task, not the pool's: the
+        pool never imports the policy pillar, it only reads the protocol above.
+        """
+        if self._task_group is None and not self._closing:
+            raise RuntimeError("the pool is not running: use 'async with ItemBlockWorkerPool(...)'")
+        check_callable(to_workers, "to_workers", optional=True)
+        watcher = callable(getattr(source, "wait_for_change", None))
+        if not watcher and not isinstance(source, AsyncIterable):
+            raise TypeError(
+                "source must be a watcher (with policy and an async wait_for_change(), "
+                "such as a PolicyWatcher) or an async iterable, got "
+                f"{type(source).__name__}"
+            )
+        started = False
+
+        def apply(value: V) -> None:
+            nonlocal started
+            try:
+                count = value if to_workers is None else to_workers(value)
+                self.workers = count  # type: ignore[assignment]
+            except Exception as e:
+                _warn_callback(f"follow: setting workers from {_describe(value)}", e)
+            if not started:
+                started = True
+                task_status.started()
+
+        if not self._closing:
+            async with anyio.create_task_group() as tg:
+
+                async def end_with_the_pool() -> None:
+                    await self._closed.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(end_with_the_pool)
+                if watcher:
+                    changing: _Changing[V] = source  # type: ignore[assignment]
+                    apply(changing.policy)
+                    while True:
+                        apply(await changing.wait_for_change())
+                else:
+                    values: AsyncIterable[V] = source  # type: ignore[assignment]
+                    async for value in values:
+                        apply(value)
+                tg.cancel_scope.cancel()
+        if not started:
+            task_status.started()
+
     # -- scheduling ----------------------------------------------------------------------
 
     def _take(self) -> tuple[_Run[Any], int] | None:
@@ -586,29 +716,32 @@ class ItemBlockWorkerPool:
         return None
 
     async def _worker(self) -> None:
-        while True:
-            job = self._take()
-            if job is None:
-                if self._stopping:
-                    return
-                event = anyio.Event()
-                self._idle.append(event)
+        try:
+            while self._alive <= self._workers:  # else: retire (the pool shrank)
+                job = self._take()
+                if job is None:
+                    if self._stopping:
+                        return
+                    event = anyio.Event()
+                    self._idle.append(event)
+                    try:
+                        await event.wait()
+                    except BaseException:
+                        if event in self._idle:
+                            self._idle.remove(event)
+                        raise
+                    continue
+                run, index = job
+                self._busy += 1
                 try:
-                    await event.wait()
-                except BaseException:
-                    if event in self._idle:
-                        self._idle.remove(event)
-                    raise
-                continue
-            run, index = job
-            self._busy += 1
-            try:
-                await run.execute(index)
-            except BaseException as e:  # a callable's BaseException; its block is reported
-                self._fail(e)
-                return
-            finally:
-                self._busy -= 1
+                    await run.execute(index)
+                except BaseException as e:  # a callable's BaseException; its block is reported
+                    self._fail(e)
+                    return
+                finally:
+                    self._busy -= 1
+        finally:
+            self._alive -= 1
 
     # -- running ---------------------------------------------------------------------------
 
