@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,7 @@ class RedisServer:
         self.directory = directory
         self.socket = str(directory / "redis.sock")
         self.process: subprocess.Popen[bytes] | None = None
+        self.clients: list[Any] = []
 
     @property
     def url(self) -> str:
@@ -122,10 +124,13 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=STARTUP)
 
-    def client(self) -> object:
+    def client(self) -> Any:
+        """A redis-py client for the test's own checks (closed with the fixture)."""
         import redis
 
-        return redis.Redis(unix_socket_path=self.socket, socket_timeout=5.0)
+        client = redis.Redis(unix_socket_path=self.socket, socket_timeout=5.0)
+        self.clients.append(client)
+        return client
 
 
 @pytest.fixture(name="redis_server")
@@ -142,4 +147,6 @@ def redis_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         server.start()
         yield server
     finally:
+        for client in server.clients:
+            client.close()
         server.kill()

@@ -74,12 +74,12 @@ def test_members_join_and_leave(redis_server: RedisServer) -> None:
     client = redis_server.client()
     with sites(redis_server, 3) as (a, _b, c):
         assert a.statistics().members == 1 and c.statistics().members == 3
-        members = client.zrange("t:{t/site}:members", 0, -1)  # type: ignore[attr-defined]
+        members = client.zrange("t:{t/site}:members", 0, -1)
         assert sorted(members) == [b"m0", b"m1", b"m2"]
         c.close()
         assert a.beat()
         assert a.statistics().members == 2
-    assert client.zcard("t:{t/site}:members") == 0  # type: ignore[attr-defined]
+    assert client.zcard("t:{t/site}:members") == 0
 
 
 def test_equal_shares_then_redistributed_when_one_leaves(redis_server: RedisServer) -> None:
@@ -174,7 +174,7 @@ def test_the_share_script_divides_like_the_python_function(redis_server: RedisSe
 
     client = redis_server.client()
     rng = random.Random(7)
-    sha = client.script_load(_scripts.SHARE)  # type: ignore[attr-defined]
+    sha = client.script_load(_scripts.SHARE)
     for case in range(40):
         n = rng.randint(1, 30)
         capacity = rng.choice([rng.uniform(0, 1e9), 0.0, 1e8])
@@ -182,7 +182,7 @@ def test_the_share_script_divides_like_the_python_function(redis_server: RedisSe
         keys = (f"c{case}", f"a{case}", f"w{case}")
         for i, want in enumerate(wants):
             w = "g" if math.isinf(want) else repr(want)
-            reply = client.evalsha(  # type: ignore[attr-defined]
+            reply = client.evalsha(
                 sha, 3, *keys, f"m{i}", w, "10000", repr(capacity), "bytes", "1", "0"
             )
         level, surplus = fair_level(capacity, wants)
@@ -272,11 +272,11 @@ async def test_cancelled_waiter_gives_its_turn_back(redis_server: RedisServer) -
     with sites(redis_server, 1) as (site,):
         limiter = site.request_limiter("api", "1/s", burst=1)
         await limiter.acquire()
-        before = client.get(key)  # type: ignore[attr-defined]
+        before = client.get(key)
         with anyio.move_on_after(0.5) as scope:
             await limiter.acquire()  # told to wait about a second, cancelled meanwhile
         assert scope.cancelled_caught
-        assert client.get(key) == before  # type: ignore[attr-defined]
+        assert client.get(key) == before
         assert limiter.statistics().granted == 1
 
 
