@@ -210,3 +210,22 @@ def test_subscribe_needs_a_callable() -> None:
     """subscribe() refuses non-callables at once."""
     with pytest.raises(TypeError, match="callback must be callable"):
         PolicyWatcher("x").subscribe(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_entering_a_running_watcher_is_refused(tmp_path: Path) -> None:
+    """A watcher runs once at a time: entering it while it runs is a RuntimeError naming
+    the class, and the running one goes on; once left it may be entered again."""
+    path = tmp_path / "cfg.json"
+    path.write_text(doc(2))
+    watcher = PolicyWatcher(path, interval=1)
+    with anyio.fail_after(60):
+        async with watcher:
+            with pytest.raises(RuntimeError, match="this PolicyWatcher is already running"):
+                async with watcher:
+                    pytest.fail("entered twice")  # pragma: no cover
+            path.write_text(doc(3))
+            assert (await watcher.wait_for_change()).resolve({}).value == 3
+        async with watcher:
+            path.write_text(doc(4))
+            assert (await watcher.wait_for_change()).resolve({}).value == 4

@@ -18,11 +18,12 @@ from types import TracebackType
 from typing import Any, Final, Generic, TypeVar, final, overload
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 from attrs import frozen
 
 from .._checks import check_callable, check_seconds
 from .._errors import ConfigError
+from .._tasks import OwnedTaskGroup
 from ._rules import ConcurrencyPolicy
 
 __all__ = ["MAX_POLICY_FILE_SIZE", "PolicyWatcher", "PolicyWatcherStatistics"]
@@ -182,7 +183,7 @@ class PolicyWatcher(Generic[P]):
         "_reloads",
         "_stopped",
         "_subscribers",
-        "_task_group",
+        "_tasks",
     )
 
     @overload
@@ -245,7 +246,9 @@ class PolicyWatcher(Generic[P]):
         self._rejections = 0
         self._changed: anyio.Event | None = None  # created by the first waiter
         self._stopped = False  # run() has ended: no change can come any more
-        self._task_group: TaskGroup | None = None
+        # A watcher may be entered again once left (tested), unlike the lifecycle rule for
+        # primitives that own tasks ("entered once"); see OwnedTaskGroup.
+        self._tasks = OwnedTaskGroup("PolicyWatcher", reenter=True)
 
     # -- state ------------------------------------------------------------------------
 
@@ -416,17 +419,10 @@ class PolicyWatcher(Generic[P]):
             self._swap(self._fallback)
 
     async def __aenter__(self) -> PolicyWatcher[P]:
-        if self._task_group is not None:
+        if self._tasks.is_open:
             raise RuntimeError("this PolicyWatcher is already running")
         self._load_initial()  # before the task group, so a failure is a plain ConfigError
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        try:
-            await task_group.start(self.run)
-        except BaseException as exc:
-            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._task_group = task_group
+        await self._tasks.open(lambda task_group: task_group.start(self.run))
         return self
 
     async def __aexit__(
@@ -435,7 +431,4 @@ class PolicyWatcher(Generic[P]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        task_group, self._task_group = self._task_group, None
-        assert task_group is not None
-        task_group.cancel_scope.cancel()
-        return await task_group.__aexit__(exc_type, exc, tb)
+        return await self._tasks.close(exc_type, exc, tb, cancel=True)
