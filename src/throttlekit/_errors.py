@@ -32,6 +32,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "ItemBlockError",
+    "PolicyRejectedWarning",
     "ProcessControlError",
     "SelectorError",
     "SiteUnavailable",
@@ -189,13 +190,31 @@ class CallbackWarning(ThrottlekitError, RuntimeWarning):
     A callback you gave throttlekit raised an :class:`Exception`, and the work went on.
 
     Callbacks that only observe (``on_progress``, ``on_error``, a worker count chosen
-    for :meth:`ItemBlockWorkerPool.follow`) must not stop a run, so what they raise is
+    for :meth:`ItemBlockWorkerPool.follow`, a :class:`PolicyWatcher`'s ``on_error`` and
+    subscribers) must not stop a run, so what they raise is
     not raised into the run; it is not left in a log nobody reads either. It is issued
     as this warning (``warnings.warn``), which Python prints on stderr without any
     logging set up; its message names the callback and what it raised, and the
     exception itself is kept as the warning's ``__cause__``. Turn it into an error in tests with
     ``warnings.simplefilter("error", CallbackWarning)`` (or pytest's
     ``-W error::throttlekit.CallbackWarning``), or silence it the same way.
+
+    It is a :class:`RuntimeWarning` and, like everything throttlekit issues on purpose,
+    a :class:`ThrottlekitError`.
+    """
+
+
+class PolicyRejectedWarning(ThrottlekitError, RuntimeWarning):
+    """
+    A :class:`PolicyWatcher` rejected a changed policy file and kept the last good policy.
+
+    A broken edit of a watched ConfigMap must not stop the system, so the watcher goes on
+    with the policy it had; but an edit that silently never takes effect is a trap. Unless
+    you passed ``on_error=`` (then the rejection is yours to report), the watcher issues
+    this warning (``warnings.warn``), which Python prints on stderr without any logging
+    set up. Its message names the file and every problem; the :class:`ConfigError` is
+    kept as the warning's ``__cause__``. Silence it, or turn it into an error, with a
+    warnings filter on this class.
 
     It is a :class:`RuntimeWarning` and, like everything throttlekit issues on purpose,
     a :class:`ThrottlekitError`.
