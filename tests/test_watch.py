@@ -11,7 +11,13 @@ from typing import Any
 import anyio
 import pytest
 
-from throttlekit import ConcurrencyPolicy, ConfigError, PolicyWatcher
+from throttlekit import (
+    CallbackWarning,
+    ConcurrencyPolicy,
+    ConfigError,
+    PolicyRejectedWarning,
+    PolicyWatcher,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +88,12 @@ async def test_missing_file_is_reported_and_recovers(tmp_path: Path) -> None:
     path.write_text(doc(3))
     async with PolicyWatcher(path, interval=1) as watcher:
         path.unlink()
-        await anyio.sleep(3.5)
+        with pytest.warns(PolicyRejectedWarning) as caught:
+            await anyio.sleep(3.5)
+        assert len(caught) == 1  # reported once, not at every poll
+        assert f"{path} rejected (keeping the last good policy): cannot read" in str(
+            caught[0].message
+        )
         assert watcher.last_error is not None
         assert "cannot read" in str(watcher.last_error)
         assert watcher.statistics().rejections == 1
@@ -97,7 +108,8 @@ async def test_strict_watcher_rejects_warnings(tmp_path: Path) -> None:
     path.write_text(doc(3))
     async with PolicyWatcher(path, interval=1, strict=True) as watcher:
         path.write_text(doc(0))
-        await anyio.sleep(1.5)
+        with pytest.warns(PolicyRejectedWarning, match="global number 0 is invalid"):
+            await anyio.sleep(1.5)
         assert watcher.policy.resolve({}).value == 3
         assert watcher.last_error is not None
 
@@ -115,11 +127,12 @@ async def test_first_load_failure_uses_fallback(tmp_path: Path) -> None:
     """With a fallback, an unusable file at start gives the fallback until it is fixed."""
     path = tmp_path / "cfg.json"
     fallback = ConcurrencyPolicy(global_number=1)
-    async with PolicyWatcher(path, interval=2, fallback=fallback) as watcher:
-        assert watcher.policy is fallback
-        assert watcher.last_error is not None
-        path.write_text(doc(6))
-        assert (await watcher.wait_for_change()).resolve({}).value == 6
+    with pytest.warns(PolicyRejectedWarning, match="using the fallback policy"):  # noqa: PT031
+        async with PolicyWatcher(path, interval=2, fallback=fallback) as watcher:
+            assert watcher.policy is fallback
+            assert watcher.last_error is not None
+            path.write_text(doc(6))
+            assert (await watcher.wait_for_change()).resolve({}).value == 6
 
 
 async def test_custom_loader_and_failing_subscriber(
@@ -146,11 +159,17 @@ async def test_custom_loader_and_failing_subscriber(
         unsubscribe = watcher.subscribe(got.append)
         with caplog.at_level(logging.ERROR, logger="throttlekit.watch"):
             path.write_text("20")
-            await watcher.wait_for_change()
+            with pytest.warns(CallbackWarning) as caught:
+                await watcher.wait_for_change()
         assert "boom" in caplog.text
+        (warning,) = caught
+        assert "the policy subscriber" in str(warning.message)
+        assert "raised RuntimeError: boom; the new policy is in force" in str(warning.message)
+        assert isinstance(warning.message.__cause__, RuntimeError)
         unsubscribe()
         path.write_text("30")
-        await watcher.wait_for_change()
+        with pytest.warns(CallbackWarning, match="boom"):  # broken is still subscribed
+            await watcher.wait_for_change()
     assert got == [20]
 
 

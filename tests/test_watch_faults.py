@@ -23,15 +23,23 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from throttlekit import ConcurrencyPolicy, ConfigError, PolicyWatcher
+from throttlekit import (
+    CallbackWarning,
+    ConcurrencyPolicy,
+    ConfigError,
+    PolicyRejectedWarning,
+    PolicyWatcher,
+)
 from throttlekit._policy._watch import MAX_POLICY_FILE_SIZE
 from throttlekit.testing import run
 
@@ -161,7 +169,7 @@ async def test_a_bad_file_at_start_uses_the_fallback(tmp_path: Path, kind: str) 
     path.write_text(doc(3))
     make_bad(path, None)
     fallback = ConcurrencyPolicy(global_number=1)
-    with anyio.fail_after(60):
+    with anyio.fail_after(60), pytest.warns(PolicyRejectedWarning, match=fragment):  # noqa: PT031
         async with PolicyWatcher(path, interval=1, fallback=fallback) as watcher:
             assert watcher.policy is fallback
             assert fragment in str(watcher.last_error)
@@ -285,11 +293,20 @@ def test_user_code_raising_anything(
     path.write_text("10")
     record: dict[str, Any] = {}
     escaped: BaseException | None = None
-    with caplog.at_level(logging.WARNING, logger="throttlekit.watch"):
+    # An Exception from on_error or a subscriber is a CallbackWarning (and logged).
+    warned = what == "Exception" and where != "load"
+    expect_warning = pytest.warns(CallbackWarning) if warned else contextlib.nullcontext()
+    with caplog.at_level(logging.WARNING, logger="throttlekit.watch"), expect_warning as caught:
         try:
             run(_scenario, where, what, path, record, backend=backend)  # type: ignore[arg-type]
         except (KeyboardInterrupt, SystemExit) as exc:  # asyncio re-raises these from its loop
             escaped = exc
+    if warned:
+        assert caught is not None
+        (warning,) = caught
+        in_force = "the new policy is in force and " if where == "subscriber" else ""
+        assert f"raised RuntimeError: boom; {in_force}the watcher goes on" in str(warning.message)
+        assert warning.message.__cause__ is not None
     watcher: PolicyWatcher[int] = record["watcher"]
 
     # Whatever happened: the watcher's task has ended, and the waiter outside it was woken
@@ -355,7 +372,8 @@ def test_on_error_raising_during_the_first_load(
 
     expected = _MAKE[what]().__class__
     if what == "Exception":
-        assert run(enter, backend=anyio_backend[0]) == 7  # type: ignore[arg-type]
+        with pytest.warns(CallbackWarning, match="the on_error callback .* raised RuntimeError"):
+            assert run(enter, backend=anyio_backend[0]) == 7  # type: ignore[arg-type]
         return
     with pytest.raises(expected):
         run(enter, backend=anyio_backend[0])  # type: ignore[arg-type]
@@ -380,7 +398,8 @@ def test_check_without_a_loop_propagates_base_exceptions(tmp_path: Path) -> None
         watcher.check()
     assert watcher.policy.resolve({}).value == 5
     path.write_text("{")
-    assert watcher.check() is False  # on_error raised RuntimeError: logged, not raised
+    with pytest.warns(CallbackWarning, match="on_error broke; the watcher goes on"):
+        assert watcher.check() is False  # on_error raised RuntimeError: a warning, not raised
     assert len(calls) == 1
     assert watcher.policy.resolve({}).value == 5
 
@@ -418,3 +437,150 @@ async def test_cancelled_at_any_moment_then_entered_again(tmp_path: Path, at: fl
         path.write_text(doc(4))
         async with watcher:  # a stopped watcher can be entered again
             assert (await watcher.wait_for_change()).resolve({}).value == 4
+
+
+# -- problems are hard to miss without logging set up ---------------------------------------
+
+
+def test_a_rejected_edit_warns_once_with_the_problem_as_its_cause(tmp_path: Path) -> None:
+    """Without on_error, a rejected file is a PolicyRejectedWarning naming the file and the
+    problem (the ConfigError is its cause), once per distinct content, the policy kept."""
+    path = tmp_path / "cfg.json"
+    path.write_text(doc(2))
+    watcher = PolicyWatcher(path)
+    watcher.check()
+    path.write_text('{"loadConcurrency": {"globalConfig": "3"}}')
+    with pytest.warns(PolicyRejectedWarning) as caught:
+        polls = [watcher.check() for _ in range(3)]  # three polls of the same bad content
+    assert polls == [False, False, False]
+    (warning,) = caught
+    assert warning.message.__cause__ is watcher.last_error
+    assert str(warning.message) == (
+        f"{path} rejected (keeping the last good policy): loadConcurrency.globalConfig: "
+        "expected an integer, got the string '3'"
+    )
+    assert warning.filename == __file__  # it points at the caller of check()
+    assert watcher.policy.resolve({}).value == 2
+
+
+def test_on_error_takes_over_the_report_of_a_rejection(tmp_path: Path) -> None:
+    """With on_error, a rejection is the callback's to report: no warning."""
+    path = tmp_path / "cfg.json"
+    path.write_text(doc(2))
+    errors: list[ConfigError] = []
+    watcher = PolicyWatcher(path, on_error=errors.append)
+    watcher.check()
+    path.write_text("{")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert watcher.check() is False
+    assert errors == [watcher.last_error]
+
+
+class CustomError(Exception):
+    """An Exception of the user's own."""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["on_error", "subscriber"])
+@pytest.mark.parametrize(
+    "error", [RuntimeError("boom"), CustomError("boom"), AttributeError("boom")], ids=type
+)
+async def test_a_callback_raising_an_exception_is_a_callback_warning(
+    tmp_path: Path, where: str, error: Exception
+) -> None:
+    """An Exception from on_error or a subscriber is a CallbackWarning naming the callback
+    and the error (kept as its cause); the other subscribers still get the policy and the
+    watcher goes on to the next good file. (AttributeError: a subscriber calling a method
+    that does not exist, as the old docstring example's limits.set_total did.)"""
+    path = tmp_path / "cfg.json"
+    path.write_text(doc(2))
+    seen: list[int] = []
+
+    def on_error(_: ConfigError) -> None:
+        raise error
+
+    def broken(_: ConcurrencyPolicy) -> None:
+        raise error
+
+    watcher = PolicyWatcher(path, interval=1, on_error=on_error if where == "on_error" else None)
+    with anyio.fail_after(60):
+        async with watcher:
+            if where == "subscriber":
+                watcher.subscribe(broken)
+            watcher.subscribe(lambda policy: seen.append(policy.resolve({}).value))
+            path.write_text("{" if where == "on_error" else doc(3))
+            with pytest.warns(CallbackWarning) as caught:
+                await anyio.sleep(1.5)
+            path.write_text(doc(4))
+            if where == "subscriber":
+                with pytest.warns(CallbackWarning):
+                    await watcher.wait_for_change()
+            else:
+                await watcher.wait_for_change()
+    (warning,) = caught
+    message = str(warning.message)
+    assert f"{type(error).__name__}: boom" in message and message.endswith("goes on")
+    assert (repr(broken) if where == "subscriber" else "the on_error callback") in message
+    assert warning.message.__cause__ is error
+    assert seen == ([3, 4] if where == "subscriber" else [4])
+
+
+@pytest.mark.parametrize("category", [CallbackWarning, PolicyRejectedWarning])
+def test_warnings_made_errors_raise_from_check_with_the_state_consistent(
+    tmp_path: Path, category: type[Warning]
+) -> None:
+    """A warnings filter that makes them errors makes check() raise them, after every
+    subscriber had the new policy (or the rejection was recorded): -W error works."""
+    path = tmp_path / "cfg.json"
+    path.write_text(doc(2))
+    seen: list[int] = []
+    watcher = PolicyWatcher(path)
+    watcher.check()
+
+    def broken(_: ConcurrencyPolicy) -> None:
+        raise RuntimeError("boom")
+
+    watcher.subscribe(broken)
+    watcher.subscribe(lambda policy: seen.append(policy.resolve({}).value))
+    path.write_text(doc(3) if category is CallbackWarning else "{")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category)
+        with pytest.raises(category):
+            watcher.check()
+    if category is CallbackWarning:
+        assert (watcher.policy.resolve({}).value, seen) == (3, [3])
+    else:
+        assert (watcher.policy.resolve({}).value, seen) == (2, [])
+        assert watcher.statistics().rejections == 1
+
+
+def test_problems_reach_stderr_with_no_logging_set_up(tmp_path: Path) -> None:
+    """In a fresh interpreter with Python's default warning filters and no logging set up,
+    a rejected edit and a failing subscriber are printed on stderr."""
+    path = tmp_path / "cfg.json"
+    path.write_text(doc(2))
+    script = f"""
+import pathlib
+from throttlekit import PolicyWatcher
+path = pathlib.Path({str(path)!r})
+watcher = PolicyWatcher(path)
+watcher.check()
+watcher.subscribe(lambda policy: policy.set_total(1))
+path.write_text('{{"loadConcurrency": {{"globalConfig": 5}}}}')
+watcher.check()
+path.write_text("{{")
+watcher.check()
+print(watcher.policy.resolve({{}}).value)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert (done.returncode, done.stdout) == (0, "5\n"), done.stderr
+    assert "CallbackWarning" in done.stderr
+    assert "raised AttributeError: 'ConcurrencyPolicy' object has no attribute 'set_total'" in (
+        done.stderr
+    )
+    assert "PolicyRejectedWarning" in done.stderr
+    assert "rejected (keeping the last good policy)" in done.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +23,7 @@ from anyio.abc import TaskStatus
 from attrs import frozen
 
 from .._checks import check_callable, check_seconds
-from .._errors import ConfigError
+from .._errors import CallbackWarning, ConfigError, PolicyRejectedWarning
 from .._tasks import OwnedTaskGroup
 from ._rules import ConcurrencyPolicy
 
@@ -42,6 +43,16 @@ _KINDS: Final = (
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
 )
+
+
+def _warn(warning: Warning, cause: Exception) -> None:
+    """
+    Issue ``warning`` with its cause attached, where it cannot be missed: Python prints it
+    on stderr with no logging set up. A filter that turns it into an error makes it raise
+    here, from :meth:`PolicyWatcher.check`, once the watcher's state is consistent.
+    """
+    warning.__cause__ = cause
+    warnings.warn(warning, stacklevel=4)  # _warn, _reject or _swap, check, its caller
 
 
 def _cannot_read(path: Path, why: str) -> ConfigError:
@@ -125,10 +136,12 @@ class PolicyWatcher(Generic[P]):
     * A changed document that does not load (bad JSON, wrong types, a strict-mode
       problem, a missing file, a directory or a named pipe in its place, no permission,
       a file over :data:`MAX_POLICY_FILE_SIZE`, a ``load`` that raises) is reported
-      once: logged on ``throttlekit.watch``, passed to ``on_error``, kept in
-      :attr:`last_error`. The last good policy stays in force.
+      once: kept in :attr:`last_error`, logged on ``throttlekit.watch``, and passed to
+      ``on_error`` or, without one, issued as a :class:`PolicyRejectedWarning`, which
+      Python prints on stderr with no logging set up. The last good policy stays in force.
     * User code that raises: an :class:`Exception` from ``on_error`` or a subscriber is
-      logged and the watcher goes on. A :class:`BaseException` (``KeyboardInterrupt``,
+      logged, issued as a :class:`CallbackWarning` (once every subscriber has had the new
+      policy), and the watcher goes on. A :class:`BaseException` (``KeyboardInterrupt``,
       ``SystemExit``, a cancellation...) is never swallowed: it ends the watcher's task,
       after waking everyone in :meth:`wait_for_change` (who then get a
       :class:`RuntimeError`), and leaves ``async with`` as the task group's exception.
@@ -286,10 +299,11 @@ class PolicyWatcher(Generic[P]):
         unsubscribes.
 
         Callbacks run in the watcher's task and should be quick (resize a limit, set a
-        rate). An :class:`Exception` from a callback is logged and does not stop the
-        watcher or the other callbacks. Anything else (``KeyboardInterrupt``,
-        ``SystemExit``, a cancellation) is not swallowed: the new policy stays in force,
-        waiters are woken, and it propagates out of :meth:`check` and the watcher's task.
+        rate). An :class:`Exception` from a callback does not stop the watcher or the
+        other callbacks: it is logged and issued as a :class:`CallbackWarning`. Anything
+        else (``KeyboardInterrupt``, ``SystemExit``, a cancellation) is not swallowed: the
+        new policy stays in force, waiters are woken, and it propagates out of
+        :meth:`check` and the watcher's task.
         """
         check_callable(callback, "callback")
         self._subscribers.append(callback)
@@ -310,8 +324,11 @@ class PolicyWatcher(Generic[P]):
         a policy is in force, whatever is wrong with it (unreadable, vanished, a
         directory, not UTF-8, nested too deep...); nor when ``load`` raises an
         :class:`Exception` of its own (it becomes the :class:`ConfigError`'s cause). The
-        problem goes to :attr:`last_error`, the log and ``on_error``. This is the whole
-        polling step, usable without an event loop.
+        problem goes to :attr:`last_error`, the log and ``on_error`` (or a
+        :class:`PolicyRejectedWarning`). This is the whole polling step, usable without an
+        event loop. A warnings filter that turns throttlekit's warnings into errors
+        (``-W error``, pytest's ``filterwarnings = error``) makes them raise from here,
+        after the state is updated and every subscriber was called.
         """
         self._checks += 1
         try:
@@ -342,26 +359,50 @@ class PolicyWatcher(Generic[P]):
         self._last_data = data
         self._last_error = error
         self._rejections += 1
-        kept = "keeping the last good policy" if self._policy is not None else "no policy yet"
+        if self._policy is not None:
+            kept = "keeping the last good policy"
+        elif self._fallback is not None:
+            kept = "using the fallback policy"
+        else:
+            kept = "no policy yet"
         logger.warning("%s rejected (%s): %s", self._path, kept, error)
-        if self._on_error is not None:
-            try:
-                self._on_error(error)
-            except Exception:
-                logger.exception("%s: the on_error callback %r failed", self._path, self._on_error)
+        if self._on_error is None:
+            # Without a policy or a fallback, entering raises this error: no warning too.
+            if self._policy is not None or self._fallback is not None:
+                rejected = PolicyRejectedWarning(f"{self._path} rejected ({kept}): {error}")
+                _warn(rejected, error)
+            return
+        try:
+            self._on_error(error)
+        except Exception as exc:
+            logger.exception("%s: the on_error callback %r failed", self._path, self._on_error)
+            failed = CallbackWarning(
+                f"{self._path}: the on_error callback {self._on_error!r} raised "
+                f"{type(exc).__name__}: {exc}; the watcher goes on"
+            )
+            _warn(failed, exc)
 
     def _swap(self, policy: Any) -> None:
         self._policy = policy
         self._reloads += 1
         logger.info("%s: new policy in force", self._path)
+        failures: list[tuple[Callable[[Any], object], Exception]] = []
         try:
             for callback in list(self._subscribers):
                 try:
                     callback(policy)
-                except Exception:
+                except Exception as exc:
                     logger.exception("policy subscriber %r failed", callback)
+                    failures.append((callback, exc))
         finally:  # wake the waiters even when a callback raises a BaseException
             self._wake()
+        for callback, error in failures:  # once every subscriber has had the new policy
+            failed = CallbackWarning(
+                f"{self._path}: the policy subscriber {callback!r} raised "
+                f"{type(error).__name__}: {error}; the new policy is in force and the watcher "
+                "goes on"
+            )
+            _warn(failed, error)
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, None
