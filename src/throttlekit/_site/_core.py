@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, Final, Literal
 
 import anyio
@@ -617,7 +618,12 @@ class RedisSite:
         tag = f"{self.namespace}:{{{self.namespace}/site}}"
         self._site_keys = (f"{tag}:members", f"{tag}:info")
         self._info = json.dumps(
-            {"host": socket.gethostname(), "pid": os.getpid(), "refresh": self.refresh}
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "refresh": self.refresh,
+                "lease": self.lease,
+            }
         )
         self._lock = threading.Lock()
         self._participants: list[Participant] = []
@@ -800,7 +806,7 @@ class RedisSite:
         name: str,
         rate: Rate | str | float,
         *,
-        burst: float | None = None,
+        burst: float | timedelta | None = None,
         fallback: Fallback | Rate | str = "share",
     ) -> RateLimiter:
         """
@@ -941,13 +947,19 @@ def read_status(client: Any, namespace: str) -> dict[str, Any]:
     for member, until in sorted(members.items()):
         info = json.loads(infos.get(member, "{}") or "{}")
         refresh = float(info.get("refresh", 0) or 0)
+        lease = float(info.get("lease", 0) or 0)
+        age = max(lease - (until - now), 0.0)
         status["members"].append(
             {
                 "member": member,
-                "expires_in": until - now,
-                "refresh": refresh,
                 "host": info.get("host"),
                 "pid": info.get("pid"),
+                "refresh": refresh,
+                "age": age,
+                "expires_in": until - now,
+                # Silent for more than two heartbeats: it cannot reach Redis (degraded,
+                # on its fallback) or it is dying; it drops out when its lease ends.
+                "late": age > 2 * refresh + 0.5,
             }
         )
     pattern = f"{namespace}:{{{namespace}/*}}:config"

@@ -1,0 +1,236 @@
+"""
+``throttlekit site status`` / ``throttlekit site set-rate`` and the ``--site`` options of
+``throttlekit pipe``: budgets shared across machines through Redis (needs the ``redis``
+extra; everything is imported when a command runs, so the rest of the CLI never needs it).
+
+The main parser wires them in: :func:`add_site_command` adds ``site`` with its two
+subcommands, :func:`add_pipe_site_options` adds ``--site``/``--name``/``--namespace`` to
+``pipe``, and :func:`pipe_limiter` gives the pipe its limiter: a local one, or this
+member's share of the site rate while the pipe runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from typing import Any, TextIO
+
+from .._errors import SiteUnavailable, ThrottlekitError
+from .._throttle._ratelimit import RateLimiter
+from .._throttle._schedule import Schedule
+from .._throttle._units import Rate
+
+__all__ = [
+    "SiteCommandError",
+    "add_pipe_site_options",
+    "add_site_command",
+    "cmd_site",
+    "pipe_limiter",
+    "render_status",
+]
+
+_INSTALL = "the Redis site needs redis-py: pip install 'throttlekit[redis]'"
+
+
+class SiteCommandError(ThrottlekitError):
+    """Bad input to a site command, or a site that cannot be used: one line, exit 2."""
+
+
+def _redis() -> Any:
+    try:
+        import throttlekit.redis  # noqa: F401
+
+        from .._site import _core
+    except ImportError:
+        raise SiteCommandError(_INSTALL) from None
+    return _core
+
+
+def _client(url: str) -> Any:
+    import redis
+
+    try:
+        return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    except ValueError as error:
+        raise SiteCommandError(f"URL {url!r} is not a Redis URL: {error}") from None
+
+
+def _unreachable(url: str, error: BaseException) -> SiteCommandError:
+    return SiteCommandError(f"cannot reach Redis at {url}: {error}")
+
+
+# -- the parsers ----------------------------------------------------------------------------
+
+
+def add_site_command(commands: Any) -> None:
+    """Add ``site status`` and ``site set-rate`` to the main parser's subcommands."""
+    p = commands.add_parser(
+        "site",
+        help="budgets shared across machines (Redis): status, set-rate",
+        description="Look at and change the budgets that members share through Redis "
+        "(throttlekit.redis). Needs the redis extra: pip install 'throttlekit[redis]'.",
+    )
+    site = p.add_subparsers(dest="site_command", required=True, metavar="SUBCOMMAND")
+    s = site.add_parser(
+        "status",
+        help="members, wants, shares and ages",
+        description="Members of the site (age of their last heartbeat, late ones), every "
+        "shared rate with each member's want and share, and every request limiter.",
+    )
+    s.add_argument("url", metavar="URL", help="redis://host:6379/0, rediss://, unix://path")
+    s.add_argument("--namespace", default="throttlekit", help="the site's namespace")
+    s.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    s.set_defaults(func=cmd_site)
+    r = site.add_parser(
+        "set-rate",
+        help="change a site rate for every member",
+        description="Change the site-wide rate of a shared rate or request limiter; every "
+        "member follows at its next refresh.",
+    )
+    r.add_argument("url", metavar="URL")
+    r.add_argument("name", metavar="NAME", help="the shared rate or request limiter")
+    r.add_argument("rate", metavar="RATE", help="e.g. 40MiB/s, 5/s, off")
+    r.add_argument("--namespace", default="throttlekit", help="the site's namespace")
+    r.set_defaults(func=cmd_site)
+
+
+def add_pipe_site_options(parser: argparse.ArgumentParser) -> None:
+    """``--site URL``, ``--name NAME`` and ``--namespace N`` for ``throttlekit pipe``."""
+    parser.add_argument(
+        "--site",
+        metavar="URL",
+        help="share --rate with every pipe of the same --name on this Redis (redis://...)",
+    )
+    parser.add_argument("--name", default="pipe", help="the shared rate's name (with --site)")
+    parser.add_argument("--namespace", default="throttlekit", help="the site's namespace")
+
+
+# -- running them -------------------------------------------------------------------------
+
+
+def cmd_site(args: argparse.Namespace, out: TextIO) -> int:
+    """Run ``site status`` or ``site set-rate``; exit status 0, or raises (one line, 2)."""
+    core = _redis()
+    try:
+        core.check_name(args.namespace, "--namespace")
+        if args.site_command == "set-rate":
+            core.check_name(args.name, "NAME")
+            rate = Rate.parse(args.rate)
+    except ValueError as error:
+        raise SiteCommandError(str(error)) from None
+    client = _client(args.url)
+    try:
+        if args.site_command == "set-rate":
+            try:
+                changed = core.set_rate(client, args.namespace, args.name, rate)
+            except LookupError as error:
+                raise SiteCommandError(str(error).strip("'\"")) from None
+            out.write(f"{args.name}: site rate {rate} ({', '.join(changed)})\n")
+            return 0
+        status = core.read_status(client, args.namespace)
+    except core._REDIS_ERRORS as error:
+        raise _unreachable(args.url, error) from None
+    finally:
+        client.close()
+    if args.json:
+        out.write(json.dumps(_jsonable(status), indent=2) + "\n")
+    else:
+        out.write(render_status(status))
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    return "".join(line.rstrip() + "\n" for line in lines)
+
+
+def _rate(per_second: float, kind: str) -> str:
+    if math.isinf(per_second):
+        return "greedy"
+    return str(Rate(per_second=per_second, kind="units" if kind == "units" else "bytes"))
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """``site status`` as tables: members, then each shared rate, then request limiters."""
+    members = status["members"]
+    text = f"site {status['namespace']}: {len(members)} live member(s)\n"
+    if members:
+        rows = [["MEMBER", "HOST", "PID", "AGE", "EXPIRES IN", "STATE"]]
+        for m in members:
+            state = "late (degraded or dying)" if m["late"] else "ok"
+            rows.append(
+                [
+                    m["member"],
+                    str(m["host"] or "-"),
+                    str(m["pid"] or "-"),
+                    f"{m['age']:.1f}s",
+                    f"{m['expires_in']:.1f}s",
+                    state,
+                ]
+            )
+        text += _table(rows)
+    for shared in status["rates"]:
+        kind = shared["kind"]
+        rate = "unlimited" if math.isinf(shared["rate"]) else _rate(shared["rate"], kind)
+        text += f"\nshared rate {shared['name']}: {rate} for {len(shared['members'])} member(s)\n"
+        if shared["members"]:
+            rows = [["MEMBER", "WANTS", "SHARE", "EXPIRES IN"]]
+            for m in shared["members"]:
+                share = "unlimited" if math.isinf(m["share"]) else _rate(m["share"], kind)
+                rows.append([m["member"], _rate(m["want"], kind), share, f"{m['expires_in']:.1f}s"])
+            text += _table(rows)
+    if status["requests"]:
+        text += "\n"
+        rows = [["REQUEST LIMITER", "RATE", "BURST"]]
+        for r in status["requests"]:
+            rate = "unlimited" if math.isinf(r["rate"]) else _rate(r["rate"], r["kind"])
+            rows.append([r["name"], rate, f"{r['burst']:g}"])
+        text += _table(rows)
+    return text
+
+
+@contextlib.contextmanager
+def pipe_limiter(
+    args: argparse.Namespace, rate: Rate | Schedule, burst: float | timedelta | None
+) -> Iterator[RateLimiter]:
+    """
+    The pipe's limiter: local (full from the start, as pv is) without ``--site``; with
+    it, this member's share of the site rate ``rate`` named ``--name``, for as long as
+    the ``with`` lasts (the member leaves the site at the end, so the others take over
+    its share). A Redis that cannot be reached at start is an error; later outages
+    keep the pipe at its last share.
+    """
+    if getattr(args, "site", None) is None:
+        yield RateLimiter(rate, burst=burst, full=True)
+        return
+    if isinstance(rate, Schedule):
+        raise SiteCommandError("--site: a timetable cannot be shared; give one rate")
+    core = _redis()
+    try:
+        site = core.RedisSite(args.site, namespace=args.namespace)
+        core.check_name(args.name, "--name")
+    except (ValueError, TypeError) as error:
+        raise SiteCommandError(f"--site: {error}") from None
+    try:
+        site.start()
+    except SiteUnavailable as error:
+        raise _unreachable(args.site, error.__cause__ or error) from None
+    try:
+        yield site.rate_limiter(args.name, rate, burst=burst)
+    finally:
+        site.close()
