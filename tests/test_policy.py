@@ -571,9 +571,10 @@ def test_explain_names_matches_skips_and_winner() -> None:
     doc = lc(2, ({"matchLabels": {"a": "b"}}, 5), ({}, 0), ({"matchLabels": {"c": "d"}}, 3))
     text = ConcurrencyPolicy.from_velero(doc).resolve({"a": "b", "c": "d"}).explain()
     assert text.splitlines() == [
-        "3 from rule 2 (c=d): the smallest of 2 matching rules",
+        "The value is 3 from rule 2 (c=d): the smallest of 2 valid matching rules; "
+        "rule 1 matched but was skipped: number 0 is invalid (must be at least 1).",
         "  matched: rule 0 (a=b -> 5), rule 2 (c=d -> 3)",
-        "  skipped: rule 1: number 0 is invalid (must be at least 1)",
+        "  skipped: rule 1 (it matched): number 0 is invalid (must be at least 1)",
     ]
 
 
@@ -582,7 +583,7 @@ def test_explain_shows_the_empty_selector_as_all() -> None:
     policy = ConcurrencyPolicy(global_number=2, rules=[Rule("", 3)])
     assert str(policy.rules[0]) == "(all) -> 3"
     assert policy.resolve({}).explain().splitlines() == [
-        "3 from rule 0 ((all)): the only matching rule",
+        "The value is 3 from rule 0 ((all)): the only matching rule.",
         "  matched: rule 0 ((all) -> 3)",
     ]
 
@@ -590,15 +591,124 @@ def test_explain_shows_the_empty_selector_as_all() -> None:
 def test_explain_for_fallbacks() -> None:
     """explain() says why the global number or the default applied."""
     assert ConcurrencyPolicy.from_velero(VELERO_SAMPLE).resolve({}).explain() == (
-        "2 is the global number: no rule matches"
+        "The value is 2, the global number: no rule matches."
     )
     assert ConcurrencyPolicy.from_velero(lc(-1)).resolve({}).explain() == (
-        "1 is the default: the global number -1 is invalid\n"
+        "The value is 1, the default: the global number -1 is invalid.\n"
         "  warning: global number -1 is invalid (must be at least 1); used the default 1"
     )
     assert (
         "labels are unavailable"
         in ConcurrencyPolicy.from_velero(VELERO_SAMPLE).resolve(None).explain()
+    )
+
+
+REASONS: list[tuple[str, Any, Any, str]] = [
+    # (case, policy, labels, reason): every kind of result, as one sentence
+    (
+        "one rule",
+        VELERO_SAMPLE,
+        NODE1,
+        "The value is 3 from rule 0 (kubernetes.io/hostname=node1): the only matching rule.",
+    ),
+    (
+        "two rules",
+        VELERO_SAMPLE,
+        {**NODE1, **B4MS},
+        "The value is 3 from rule 0 (kubernetes.io/hostname=node1): the smallest of 2 "
+        "matching rules.",
+    ),
+    ("no match", VELERO_SAMPLE, {}, "The value is 2, the global number: no rule matches."),
+    (
+        "no labels",
+        VELERO_SAMPLE,
+        None,
+        "The value is 2, the global number: the node's labels are unavailable.",
+    ),
+    ("no rules", lc(4), {}, "The value is 4, the global number: there are no rules."),
+    ("no section", {}, {}, "The value is 1, the default: no global number is set."),
+    (
+        "no global",
+        lc(None, ({"matchLabels": {"a": "b"}}, 3)),
+        {},
+        "The value is 1, the default: no global number is set and no rule matches.",
+    ),
+    (
+        "bad global",
+        lc(0, ({"matchLabels": {"a": "b"}}, 3)),
+        None,
+        "The value is 1, the default: the global number 0 is invalid and the node's labels "
+        "are unavailable.",
+    ),
+    (
+        "only a skipped rule matches",
+        lc(2, ({"matchLabels": {"a": "b"}}, 4), ({}, 0)),
+        {},
+        "The value is 2, the global number: no valid rule matches; rule 1 matched but was "
+        "skipped: number 0 is invalid (must be at least 1).",
+    ),
+    (
+        "two skipped rules match",
+        lc(0, ({"matchLabels": {"a": "b"}}, 0), ({}, 2**31 - 1), ({"matchLabels": {"c": "d"}}, 1)),
+        {"a": "b"},
+        "The value is 1, the default: the global number 0 is invalid and no valid rule "
+        "matches; rule 0 matched but was skipped: number 0 is invalid (must be at least 1); "
+        "rule 1 matched but was skipped: number 2147483647 is at or above 2147483647, which "
+        "Velero's node agent never picks (its search starts from that value).",
+    ),
+    (
+        "a skipped rule matches beside a valid one",
+        lc(2, ({}, 0), ({"matchLabels": {"a": "b"}}, 5)),
+        {"a": "b"},
+        "The value is 5 from rule 1 (a=b): the only valid matching rule; rule 0 matched but "
+        "was skipped: number 0 is invalid (must be at least 1).",
+    ),
+    (
+        "a bad selector matches nothing",
+        lc(2, ({"matchExpressions": [{"key": "a", "operator": "Like"}]}, 1)),
+        {"a": "b"},
+        "The value is 2, the global number: no rule matches.",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("doc", "labels", "reason"), [r[1:] for r in REASONS], ids=[r[0] for r in REASONS]
+)
+def test_reason_is_one_sentence_that_names_skipped_matches(
+    doc: Any, labels: Any, reason: str
+) -> None:
+    """reason is one sentence (a capital, a full stop, no line break) for every kind of
+    result; a subject matched by a skipped rule is told so, not "no rule matches", and
+    skipped_matched lists those rules. explain() starts with the same sentence."""
+    r = ConcurrencyPolicy.from_velero(doc).resolve(labels)
+    assert r.reason == reason
+    assert r.reason[0].isupper() and r.reason.endswith(".") and "\n" not in r.reason
+    assert r.explain().splitlines()[0] == r.reason
+    matched_but_skipped = [int(w.split()[1]) for w in reason.split("; ")[1:]]
+    assert list(r.skipped_matched) == matched_but_skipped
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason"),
+    [
+        ({"zone": "eu"}, "The value is 200 from rule 1 (zone=eu): the only matching rule."),
+        (
+            {"tier": "gold", "zone": "eu"},
+            "The value is 400 from rule 0 (tier=gold): the largest of 2 matching rules.",
+        ),
+        ({}, "The value is 100, the default: no rule matches."),
+        (None, "The value is 100, the default: the labels are unavailable."),
+    ],
+)
+def test_ruled_policy_reason_is_one_sentence(labels: Any, reason: str) -> None:
+    """RuledPolicy's reasons are sentences too."""
+    policy = RuledPolicy(
+        default=100, rules=[Rule("tier=gold", 400), Rule("zone=eu", 200)], combine="max"
+    )
+    assert policy.resolve(labels).reason == reason
+    assert RuledPolicy(default=1).resolve({}).reason == (
+        "The value is 1, the default: there are no rules."
     )
 
 

@@ -110,14 +110,21 @@ class Resolution(Generic[V]):
         value: the resolved value.
         source: ``"rule"`` (a rule won), ``"global"`` (no rule matched; the global value
             applies) or ``"default"`` (no usable global value; the hard default applies).
-        reason: one sentence on why ``value`` is what it is.
+        reason: one sentence, for people, on why ``value`` is what it is, such as
+            ``"The value is 2, the global number: no valid rule matches; rule 1 matched
+            but was skipped: number 0 is invalid (must be at least 1)."``
         matched: indices of the valid rules that matched, in rule order.
         matched_rules: those rules, aligned with ``matched``.
         winner: the index of the rule that gave ``value``, or ``None``.
         combine: how matching rules were combined (``"min"``, ``"max"``, ``"first"``).
-        skipped: rules that were not considered, and why.
-        warnings: problems that affected this result (an invalid global value, labels
-            that could not be read).
+        skipped: the policy's rules that were not considered, and why.
+        skipped_matched: indices of the skipped rules whose selector matches this
+            subject (rules skipped for their number; a selector that does not parse
+            matches nothing): they would have counted had they been valid.
+        warnings: problems that affected this result, one sentence each (an invalid
+            global value, labels that could not be read); empty when there were none.
+            Print them beside the value: they are why a result may not be the one the
+            document's author meant.
 
     Use :meth:`explain` for a human-readable account.
     """
@@ -130,25 +137,32 @@ class Resolution(Generic[V]):
     winner: int | None = None
     combine: Combine = "min"
     skipped: tuple[SkippedRule, ...] = ()
+    skipped_matched: tuple[int, ...] = ()
     warnings: tuple[str, ...] = ()
 
     def explain(self) -> str:
         """
-        Say in plain words what matched, what was skipped and why, and what won.
+        Say in plain words what matched, what was skipped and why, and what won: the
+        :attr:`reason`, then one line per matched rule, skipped rule and warning.
 
-        >>> policy = ConcurrencyPolicy(global_number=2, rules=[Rule("zone=a", 4)])
-        >>> print(policy.resolve({"zone": "a"}).explain())
-        4 from rule 0 (zone=a): the only matching rule
+        >>> policy = ConcurrencyPolicy(global_number=2, rules=[Rule("zone=a", 4),
+        ...                                                    Rule("zone=a", 0)])
+        >>> print(policy.resolve({"zone": "a"}).explain())  # doctest: +NORMALIZE_WHITESPACE
+        The value is 4 from rule 0 (zone=a): the only valid matching rule; rule 1 matched
+        but was skipped: number 0 is invalid (must be at least 1).
           matched: rule 0 (zone=a -> 4)
+          skipped: rule 1 (it matched): number 0 is invalid (must be at least 1)
         """
-        lines = [f"{self.value} {self.reason}"]
+        lines = [self.reason]
         if self.matched:
             shown = ", ".join(
                 f"rule {i} ({rule})"
                 for i, rule in zip(self.matched, self.matched_rules, strict=True)
             )
             lines.append(f"  matched: {shown}")
-        lines.extend(f"  skipped: rule {s.index}: {s.reason}" for s in self.skipped)
+        for s in self.skipped:
+            matched = " (it matched)" if s.index in self.skipped_matched else ""
+            lines.append(f"  skipped: rule {s.index}{matched}: {s.reason}")
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
@@ -241,11 +255,46 @@ def _resolve_each(
 _COMBINE_WORDS: Final = {"min": "smallest", "max": "largest", "first": "first"}
 
 
-def _rule_reason(index: int, rule: Rule[Any], n_matched: int, combine: Combine) -> str:
-    head = f"from rule {index} ({_shown(rule.selector)})"
+def _skipped_matches(skipped: Sequence[SkippedRule]) -> str:
+    """The part of a reason about skipped rules that matched the subject."""
+    return "; ".join(f"rule {s.index} matched but was skipped: {s.reason}" for s in skipped)
+
+
+def _rule_reason(
+    value: object,
+    index: int,
+    rule: Rule[Any],
+    n_matched: int,
+    combine: Combine,
+    skipped_matches: Sequence[SkippedRule] = (),
+) -> str:
+    valid = "valid " if skipped_matches else ""
     if n_matched == 1:
-        return f"{head}: the only matching rule"
-    return f"{head}: the {_COMBINE_WORDS[combine]} of {n_matched} matching rules"
+        why = f"the only {valid}matching rule"
+    else:
+        why = f"the {_COMBINE_WORDS[combine]} of {n_matched} {valid}matching rules"
+    reason = f"The value is {value} from rule {index} ({_shown(rule.selector)}): {why}"
+    if skipped_matches:
+        reason += f"; {_skipped_matches(skipped_matches)}"
+    return reason + "."
+
+
+def _fallback_reason(
+    value: object,
+    source: Source,
+    whys: Sequence[str],
+    skipped_matches: Sequence[SkippedRule] = (),
+) -> str:
+    """``The value is 2, the global number: no rule matches.`` and the like."""
+    what = "the global number" if source == "global" else "the default"
+    reason = f"The value is {value}, {what}"
+    if skipped_matches:
+        whys = [*whys, "no valid rule matches"]
+    if whys:
+        reason += ": " + " and ".join(whys)
+    if skipped_matches:
+        reason += f"; {_skipped_matches(skipped_matches)}"
+    return reason + "."
 
 
 def _rule_resolution(
@@ -253,6 +302,7 @@ def _rule_resolution(
     combine: Combine,
     skipped: tuple[SkippedRule, ...] = (),
     warnings: tuple[str, ...] = (),
+    skipped_matches: tuple[SkippedRule, ...] = (),
 ) -> Resolution[V]:
     """The resolution when rules matched: ``hits`` are (index, rule) in rule order."""
     best = _pick([rule.value for _, rule in hits], combine)
@@ -260,12 +310,13 @@ def _rule_resolution(
     return Resolution(
         value=rule.value,
         source="rule",
-        reason=_rule_reason(index, rule, len(hits), combine),
+        reason=_rule_reason(rule.value, index, rule, len(hits), combine, skipped_matches),
         matched=tuple(i for i, _ in hits),
         matched_rules=tuple(r for _, r in hits),
         winner=index,
         combine=combine,
         skipped=skipped,
+        skipped_matched=tuple(s.index for s in skipped_matches),
         warnings=warnings,
     )
 
@@ -330,17 +381,17 @@ class RuledPolicy(Generic[V]):
             return Resolution(
                 value=self.default,
                 source="default",
-                reason="is the default: the labels are unavailable",
+                reason=_fallback_reason(self.default, "default", ["the labels are unavailable"]),
                 combine=self.combine,
                 warnings=warnings,
             )
         matched = self._index.matching(labels)
         if not matched:
-            reason = "no rule matches" if self.rules else "there are no rules"
+            why = "no rule matches" if self.rules else "there are no rules"
             return Resolution(
                 value=self.default,
                 source="default",
-                reason=f"is the default: {reason}",
+                reason=_fallback_reason(self.default, "default", [why]),
                 combine=self.combine,
             )
         return _rule_resolution([(i, self.rules[i]) for i in matched], self.combine)
@@ -475,6 +526,7 @@ class ConcurrencyPolicy:
         skipped = list(origin.skipped)
         rule_warnings: list[ConfigProblem] = []
         valid: list[tuple[int, Rule[int]]] = []
+        unusable: list[tuple[SkippedRule, LabelSelector]] = []  # skipped for their number
         for index, rule in zip(self.rule_indices, self.rules, strict=True):
             if not isinstance(rule, Rule):
                 raise TypeError(f"rules[{index}] must be a Rule, got {type(rule).__name__}")
@@ -485,23 +537,24 @@ class ConcurrencyPolicy:
                 continue
             path = origin.number_path.format(index=index)
             skipped.append(SkippedRule(index=index, path=path, reason=reason))
+            unusable.append((skipped[-1], rule.selector))
             rule_warnings.append(ConfigProblem(path=path, message=f"rule skipped: {reason}"))
         skipped.sort(key=lambda s: s.index)
 
         global_warning: str | None = None
         fallback: int = self.default
         source: Source = "default"
+        fallback_whys: tuple[str, ...] = ()
         if self.global_number is None:
-            fallback_reason = "is the default: no global number is set"
+            fallback_whys = ("no global number is set",)
         elif self.global_number <= 0:
             global_warning = (
                 f"global number {self.global_number} is invalid (must be at least 1); "
                 f"used the default {self.default}"
             )
-            fallback_reason = f"is the default: the global number {self.global_number} is invalid"
+            fallback_whys = (f"the global number {self.global_number} is invalid",)
         else:
             fallback, source = self.global_number, "global"
-            fallback_reason = "is the global number"
         # Document order: key problems, the global number, then the rules by index.
         warnings = list(origin.problems)
         if global_warning is not None:
@@ -512,11 +565,13 @@ class ConcurrencyPolicy:
         return _Compiled(
             fallback=fallback,
             fallback_source=source,
-            fallback_reason=fallback_reason,
+            fallback_whys=fallback_whys,
             global_warning=global_warning,
             has_rules=bool(self.rules) or bool(origin.skipped),
             valid=tuple(valid),
             index=_RuleIndex([rule.selector for _, rule in valid]),
+            unusable=tuple(s for s, _ in unusable),
+            unusable_index=_RuleIndex([selector for _, selector in unusable]),
             skipped=tuple(skipped),
             warnings=tuple(warnings),
         )
@@ -598,25 +653,31 @@ class ConcurrencyPolicy:
         c = self._compiled
         warnings: list[str] = [c.global_warning] if c.global_warning else []
 
-        def fallback(why: str) -> Resolution[int]:
+        def fallback(*whys: str, skipped_matches: tuple[SkippedRule, ...] = ()) -> Resolution[int]:
             return Resolution(
                 value=c.fallback,
                 source=c.fallback_source,
-                reason=c.fallback_reason + why,
+                reason=_fallback_reason(
+                    c.fallback, c.fallback_source, [*c.fallback_whys, *whys], skipped_matches
+                ),
                 skipped=c.skipped,
+                skipped_matched=tuple(s.index for s in skipped_matches),
                 warnings=tuple(warnings),
             )
 
         if not c.has_rules:
-            return fallback("" if c.fallback_source == "default" else ": there are no rules")
+            return fallback() if c.fallback_source == "default" else fallback("there are no rules")
         if labels is None:
             warnings.append(f"node labels unavailable; used the global number {c.fallback}")
-            return fallback(": the node's labels are unavailable")
+            return fallback("the node's labels are unavailable")
+        skipped_matches = tuple(c.unusable[p] for p in c.unusable_index.matching(labels))
         positions = c.index.matching(labels)
         if not positions:
-            return fallback(": no rule matches")
+            if skipped_matches:
+                return fallback(skipped_matches=skipped_matches)
+            return fallback("no rule matches")
         hits = [c.valid[p] for p in positions]
-        return _rule_resolution(hits, "min", c.skipped, tuple(warnings))
+        return _rule_resolution(hits, "min", c.skipped, tuple(warnings), skipped_matches)
 
     def resolve_many(self, subjects: Subjects) -> dict[str, Resolution[int]]:
         """
@@ -637,10 +698,12 @@ _CODE_ORIGIN: Final = PolicyOrigin()
 class _Compiled:
     fallback: int
     fallback_source: Source
-    fallback_reason: str
+    fallback_whys: tuple[str, ...]  # why the fallback is what it is ("no global number...")
     global_warning: str | None
     has_rules: bool
     valid: tuple[tuple[int, Rule[int]], ...]
     index: _RuleIndex
+    unusable: tuple[SkippedRule, ...]  # rules skipped for their number: they can still match
+    unusable_index: _RuleIndex
     skipped: tuple[SkippedRule, ...]
     warnings: tuple[ConfigProblem, ...]
