@@ -34,6 +34,7 @@ from ._execution._blocks import (
 )
 from ._execution._operation_limits import OperationLimits, OperationLimitsStatistics
 from ._execution._pool import ItemBlockWorkerPool, ItemBlockWorkerPoolStatistics, PoolStatistics
+from ._policy._nodes import read_node_labels
 from ._policy._rules import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRule
 from ._policy._selectors import LabelSelector, SelectorRequirement
 from ._policy._velero import VeleroNodeAgentConfig
@@ -105,6 +106,7 @@ __all__ = [
     "available_cpus",
     "build_item_blocks",
     "lower_priority",
+    "read_node_labels",
     "throttle_chunks",
     "throttle_process",
 ]

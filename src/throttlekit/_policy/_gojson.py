@@ -44,11 +44,13 @@ from .._errors import ConfigError, ConfigProblem
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_LISTED",
     "JsonModel",
     "decode_json_text",
     "describe",
     "internal_field",
     "json_field",
+    "key_path",
     "key_problems",
     "load_json_document",
     "parse_json_text",
@@ -76,7 +78,7 @@ _MAX_INT_BITS: Final = 1024
 #: conversion is quadratic, and refused past 4,300 digits from Python 3.11 on).
 _MAX_INT_DIGITS: Final = 400
 #: At most this many "not JSON data" problems are listed; the rest are counted.
-_MAX_LISTED: Final = 100
+MAX_LISTED: Final = 100
 
 
 def json_field(name: str, **kwargs: Any) -> Any:
@@ -532,7 +534,7 @@ def parse_json_text(text: str | bytes | bytearray | memoryview, *, where: str = 
     return decode_json_text(text, where=where)[0]
 
 
-def _key_path(path: str, key: object) -> str:
+def key_path(path: str, key: object) -> str:
     """``path.key``, or ``path["odd key"]`` / ``path[7]``, or a short repr for non-JSON keys."""
     if isinstance(key, str):
         return _join(path, _key_segment(key))
@@ -559,7 +561,7 @@ def _check_json_data(
 
     def problem(path: str, message: str) -> None:
         nonlocal unlisted
-        if len(problems) < _MAX_LISTED:
+        if len(problems) < MAX_LISTED:
             problems.append(ConfigProblem(path=path, message=message))
         else:
             unlisted += 1
@@ -593,14 +595,14 @@ def _check_json_data(
             for key, item in value.items():
                 if isinstance(key, bool) or not isinstance(key, str | int):
                     message = f"a key must be a string, got {type(key).__name__}"
-                    problem(_key_path(path, key), message)
+                    problem(key_path(path, key), message)
                     continue
-                children.append((item, _key_path(path, key), depth + 1))
+                children.append((item, key_path(path, key), depth + 1))
             if duplicates:
                 for key in duplicates.get(id(value), ()):
                     notes.append(
                         ConfigProblem(
-                            path=_key_path(path, key),
+                            path=key_path(path, key),
                             message="duplicate key; the last value is used, as Velero does",
                         )
                     )
@@ -629,7 +631,7 @@ def _config_map_payload(doc: Mapping[Any, Any]) -> tuple[Any, tuple[ConfigProble
             "data", f"the ConfigMap has {len(data)} keys ({keys}); Velero expects exactly one"
         )
     ((key, text),) = data.items()
-    where = _key_path("data", key)
+    where = key_path("data", key)
     if not isinstance(text, str):
         raise _error(where, f"expected JSON text, got {describe(text)}")
     return decode_json_text(text, where=where)
