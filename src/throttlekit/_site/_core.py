@@ -134,11 +134,17 @@ class _ScriptRunner:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.sha = {name: _scripts.sha1(source) for name, source in _scripts.SCRIPTS.items()}
+        self.sources = dict(_scripts.SCRIPTS)
+        self.sha = {name: _scripts.sha1(source) for name, source in self.sources.items()}
+
+    def register(self, name: str, source: str) -> None:
+        """Make another script callable by name (for shared objects built on the site)."""
+        self.sources[name] = source
+        self.sha[name] = _scripts.sha1(source)
 
     def load(self, names: set[str]) -> None:
         for name in names:
-            self.client.script_load(_scripts.SCRIPTS[name])
+            self.client.script_load(self.sources[name])
 
     def call(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
         for attempt in (0, 1):
@@ -778,6 +784,12 @@ class RedisSite:
         return True
 
     def _outage(self, error: Exception, participants: list[Participant]) -> None:
+        # The participants fall back first: once the site says "degraded", they are.
+        for participant in participants:
+            try:
+                participant.unavailable(error)
+            except Exception:
+                logger.exception("site %r: a participant failed", self.namespace)
         with self._lock:
             self._failures += 1
             self._last_error = f"{type(error).__name__}: {error}"
@@ -788,11 +800,6 @@ class RedisSite:
                 self.namespace,
                 self._last_error,
             )
-        for participant in participants:
-            try:
-                participant.unavailable(error)
-            except Exception:
-                logger.exception("site %r: a participant failed", self.namespace)
 
     def add(self, participant: Participant) -> None:
         """Let ``participant`` ride on the heartbeat from the next refresh on."""
