@@ -683,8 +683,9 @@ class ConcurrencyPolicy:
         """
         Resolve several named subjects (such as nodes) at once: name -> resolution.
 
-        ``subjects`` maps names to labels (``None`` for labels that could not be read), or
-        is an iterable of ``(name, labels)`` pairs; a name given twice keeps its last labels.
+        ``subjects`` maps names to labels (``None`` for labels that could not be read), as
+        :func:`read_node_labels` returns them for a cluster, or is an iterable of ``(name,
+        labels)`` pairs; a name given twice keeps its last labels.
         """
         return _resolve_each(self.resolve, subjects)
 
