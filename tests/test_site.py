@@ -380,3 +380,26 @@ async def test_async_body_raising_leaves_the_site(
     assert site._thread is not None and not site._thread.is_alive()
     assert client.zcard("t:{t/site}:members") == 0
     assert client.hlen("t:{t/rate/uplink}:wants") == 0
+
+
+def test_participants_fall_back_before_the_site_says_degraded(redis_server: RedisServer) -> None:
+    """Whoever sees degraded=True also sees every shared object on its fallback."""
+    from throttlekit._site._core import Participant
+
+    seen: list[bool] = []
+
+    class Probe(Participant):
+        def commands(self, elapsed: float) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+            return []
+
+        def apply(self, results: list[object]) -> None:
+            pass
+
+        def unavailable(self, error: BaseException) -> None:
+            seen.append(site.statistics().degraded)
+
+    with sites(redis_server, 1) as (site,):
+        site.add(Probe())
+        redis_server.kill()
+        assert not site.beat()
+    assert seen == [False]
