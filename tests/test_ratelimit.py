@@ -219,7 +219,7 @@ async def test_paused_rate_holds_everything_until_changed() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(limiter.acquire, 5)
         await anyio.sleep(3600)
-        assert limiter.statistics().waiters == 1
+        assert limiter.statistics().tasks_waiting == 1
         limiter.rate = 10
     assert now() - t0 == pytest.approx(3600.5)
 
@@ -368,11 +368,11 @@ async def test_statistics_report_the_line() -> None:
         tg.start_soon(limiter.acquire, 10)
         await anyio.sleep(0.25)
         stats = limiter.statistics()
-        assert stats.waiters == 1
+        assert stats.tasks_waiting == 1
         assert stats.tokens == pytest.approx(-7.5)
         assert stats.total_waited == pytest.approx(0.25)
     stats = limiter.statistics()
-    assert (stats.rate, stats.burst, stats.waiters) == (Rate.parse("10/s"), 10.0, 0)
+    assert (stats.rate, stats.burst, stats.tasks_waiting) == (Rate.parse("10/s"), 10.0, 0)
     assert stats.total_granted == 10
     assert stats.total_waited == pytest.approx(1.0)
 
@@ -390,7 +390,7 @@ def test_threads_share_the_budget_on_a_manual_clock() -> None:
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    while limiter.statistics().waiters == 0:
+    while limiter.statistics().tasks_waiting == 0:
         time.sleep(0.001)
     assert not done.is_set()
     clock.advance(0.03)
@@ -442,7 +442,10 @@ async def test_tasks_and_threads_share_one_line() -> None:
         ({"rate": "fast"}, UnitError, "invalid rate 'fast'"),
         ({"rate": -1}, ValueError, "rate must be >= 0"),
         ({"rate": True}, TypeError, "rate must be a number"),
+        ({"rate": math.nan}, ValueError, "rate must be >= 0"),
         ({"rate": 1, "burst": 0}, ValueError, "burst must be a finite amount > 0"),
+        ({"rate": 1, "burst": math.nan}, ValueError, "burst must be a finite amount > 0"),
+        ({"rate": 1, "burst": True}, TypeError, "burst must be an amount"),
         ({"rate": 1, "burst": "1MiB"}, TypeError, "burst must be an amount"),
         ({"rate": 1, "burst": timedelta(0)}, ValueError, "burst must be a positive duration"),
         ({"rate": 1, "parent": "site"}, TypeError, "parent must be a RateLimiter"),

@@ -120,7 +120,7 @@ def count_grants(runtimes: list[str], *, threads: int = 10, window: float = 0.3)
     for t in waiting:
         t.start()
     deadline = time.monotonic() + 30
-    while limiter.statistics().waiters < threads and time.monotonic() < deadline:
+    while limiter.statistics().tasks_waiting < threads and time.monotonic() < deadline:
         time.sleep(0.001)
     helpers = [
         threading.Thread(target=anyio.run, args=(task,), kwargs={"backend": name}, daemon=True)

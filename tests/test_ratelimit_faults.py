@@ -83,7 +83,7 @@ async def test_a_fault_while_waiting_gives_back_what_was_not_handed_out(
     assert cs.cancelled_caught == (fault is None)
     for level in (parent, child):
         stats = level.statistics()
-        assert (stats.waiters, stats.total_granted) == (0, 0)
+        assert (stats.tasks_waiting, stats.total_granted) == (0, 0)
     if where == "at the parent":
         assert child.statistics().tokens == 10  # the child's grant came back
     # Nothing was lost: the parent serves 10 units by 1 s, as if nobody had asked.
@@ -120,7 +120,7 @@ def test_a_fault_in_a_blocking_waiter_gives_back_what_was_not_handed_out(
         limiter.acquire_blocking(10)
     for level in (parent, child):
         stats = level.statistics()
-        assert (stats.waiters, stats.total_granted) == (0, 0)
+        assert (stats.tasks_waiting, stats.total_granted) == (0, 0)
     if where == "at the parent":
         assert child.statistics().tokens == 10
     clock.advance(1.0 if where != "granted, before returning" else 0.0)

@@ -86,7 +86,7 @@ async def test_a_huge_amount_waits_and_cancels_cleanly(amount: float) -> None:
     with anyio.move_on_after(2):
         await limiter.acquire(amount)
     stats = limiter.statistics()
-    assert (stats.waiters, stats.total_granted) == (0, 0)
+    assert (stats.tasks_waiting, stats.total_granted) == (0, 0)
     await limiter.acquire(5)  # 20 units earned by 2 s went to the huge one's turns
     assert now() - t0 == pytest.approx(2.5)
 
@@ -98,7 +98,7 @@ def test_a_huge_blocking_amount_waits_until_the_rate_allows() -> None:
     thread = threading.Thread(target=limiter.acquire_blocking, args=(1e300,), daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    while limiter.statistics().waiters == 0 and time.monotonic() < deadline:
+    while limiter.statistics().tasks_waiting == 0 and time.monotonic() < deadline:
         time.sleep(0.001)
     assert thread.is_alive()
     limiter.rate = "off"
@@ -155,7 +155,7 @@ async def test_cancelling_a_large_request_gives_back_what_it_was_not_served() ->
         tg.start_soon(next_in_line)
     assert done == pytest.approx({"big": 3.5, "next": 4.0})
     stats = limiter.statistics()
-    assert (stats.total_granted, stats.waiters) == (10, 0)
+    assert (stats.total_granted, stats.tasks_waiting) == (10, 0)
 
 
 async def test_in_a_chain_a_large_amount_is_served_level_by_level() -> None:

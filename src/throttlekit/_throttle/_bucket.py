@@ -1,9 +1,23 @@
 """
-The sans-I/O core of the rate limiter: a token bucket and its line of waiters, as pure
-functions of ``now`` and amounts.
+The token maths of the rate limiter: credit earned and spent, and how it is served to the
+requests in line, as pure functions of ``now`` and amounts.
 
-The async and blocking limiters only read clocks, sleep and wake; every decision is made
-here, so it is tested exhaustively without an event loop.
+The rate limiter has three layers, split by the question each answers:
+
+* **The bucket** (here): *how much*. Credit earned at the rate, capped at the burst, taken
+  and given back, and served to the tickets in line (:class:`Ticket`) in turns of at
+  most one burst: which ticket has been served how much by ``now``, which completes next
+  and when. It knows no waker, no schedule, no chain of limiters and no statistics.
+* **The waiter line** (:mod:`._line`): *who is woken, and when*. The rate in force (a
+  schedule's boundaries applied each at its moment), the one timer for the waiter due
+  next, re-timed whenever the line changes, what a waiter that leaves gives back, and
+  snapshots that change nothing.
+* **The limiter** (:mod:`._ratelimit`): the lock, the clocks, sleeping and waking, and
+  the argument checks at its entry points.
+
+Nothing here re-checks its arguments: the limiter's entry points and :class:`Rate` did
+(a rate >= 0, a burst > 0, an amount finite and >= 0). Everything here is exercised
+exhaustively with Hypothesis, without an event loop.
 
 The model, and why:
 
@@ -44,12 +58,10 @@ The model, and why:
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from typing import Generic, TypeVar, final
-
-from .._checks import check_number
-from ._units import check_rate_number
 
 __all__ = ["Ticket", "TokenBucket"]
 
@@ -59,21 +71,6 @@ EPS = 1e-9
 # A rest within this fraction above the burst is served in one (last) turn: rounding must
 # not leave a crumb that waits a whole round.
 _SLACK = 1e-9
-
-
-def _check_burst(burst: float) -> float:
-    value = check_number(burst, "burst", "a number of units")
-    if math.isnan(value) or value <= 0:
-        raise ValueError(f"burst must be a number > 0, got {burst!r}")
-    return value
-
-
-def check_amount(amount: object) -> float:
-    """An amount to take: a finite number >= 0 (shared with the limiter's entry points)."""
-    value = check_number(amount, "amount")
-    if not (0 <= value < math.inf):
-        raise ValueError(f"amount must be a finite number >= 0, got {amount!r}")
-    return value
 
 
 def _whole(x: float) -> float:
@@ -110,7 +107,7 @@ class Ticket:
     __slots__ = ("amount", "done", "rest")
 
     def __init__(self, amount: float) -> None:
-        self.amount = check_amount(amount)
+        self.amount = amount
         self.rest = self.amount
         self.done = False
 
@@ -121,8 +118,10 @@ T = TypeVar("T", bound=Ticket)
 @final
 class TokenBucket(Generic[T]):
     """
-    A token bucket and its line of waiters, with no clock of its own: every method takes
-    ``now``, which must never go back.
+    A token bucket and the order it serves its tickets in, with no clock of its own: every
+    method takes ``now``, which must never go back. What it is not: a waiter line (it
+    wakes nobody and keeps no timer; see :mod:`._line`), nor a validator (its arguments
+    were checked at the limiter's boundary).
 
     ``rate`` is units per second (``math.inf`` lets everything through, ``0`` pauses),
     ``burst`` the most credit it can hold and the largest turn a waiter is served at once
@@ -155,8 +154,8 @@ class TokenBucket(Generic[T]):
     )
 
     def __init__(self, rate: float, burst: float, now: float, *, full: bool = False) -> None:
-        self._rate = check_rate_number(rate, "rate")
-        self._burst = _check_burst(burst)
+        self._rate = rate
+        self._burst = burst
         self._limit = self._burst * (1 + _SLACK)  # the most a last turn can be
         self._taken = 0.0
         self._base = self._burst if full else 0.0
@@ -165,6 +164,18 @@ class TokenBucket(Generic[T]):
         self._turns = 0.0  # sum of min(rest, burst) over the line: one round
         self._small = 0  # waiters in line with at most one burst to go
         self._completed: list[T] = []
+
+    def copy(self) -> TokenBucket[T]:
+        """
+        An independent copy, with copies of the tickets in line: to compute what the
+        bucket would say at a later ``now`` without changing it.
+        """
+        twin: TokenBucket[T] = TokenBucket.__new__(TokenBucket)
+        for name in self.__slots__:
+            setattr(twin, name, getattr(self, name))
+        twin._line = deque(copy.copy(t) for t in self._line)
+        twin._completed = [copy.copy(t) for t in self._completed]
+        return twin
 
     # -- reading -----------------------------------------------------------------------
 
@@ -422,7 +433,6 @@ class TokenBucket(Generic[T]):
 
     def set_rate(self, rate: float, now: float) -> None:
         """Change the rate from ``now`` on; credit earned so far is kept."""
-        rate = check_rate_number(rate, "rate")
         self._advance(now)
         if self._rate != math.inf:
             self._base, self._base_time = self._earned(now), now
@@ -433,7 +443,6 @@ class TokenBucket(Generic[T]):
 
     def set_burst(self, burst: float, now: float) -> None:
         """Change the burst from ``now`` on; credit above a smaller burst is dropped."""
-        burst = _check_burst(burst)
         self._advance(now)
         if self._rate != math.inf:
             # Freeze the credit earned so far; the cap in _earned() applies the new

@@ -1,9 +1,11 @@
 """
 RateLimiter: one token bucket shared by tasks (asyncio or trio) and threads.
 
-All decisions are made by the sans-I/O :class:`~throttlekit._bucket.TokenBucket` (the
-bucket and its line of waiters, served in turns of at most one burst); this module reads
-clocks, sleeps and wakes.
+All decisions are made by the sans-I/O core: :class:`~._bucket.TokenBucket` (the token
+maths: credit, and turns of at most one burst) and :class:`~._line.WaiterLine` (who is
+woken and when, the rate in force, schedule boundaries, refunds, snapshots). This module
+holds the lock, reads the clocks, sleeps and wakes, and checks arguments at the entry
+points.
 
 How waiting works, and why:
 
@@ -49,6 +51,7 @@ import math
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
@@ -58,22 +61,21 @@ import anyio
 import anyio.lowlevel
 from attrs import frozen
 
-from .._checks import check_callable, check_number
-from ._bucket import EPS, Ticket, TokenBucket, check_amount
+from .._checks import check_callable, check_number, check_seconds
+from ._line import Waiter, WaiterLine, take_along
 from ._schedule import Schedule
 from ._units import Rate, check_rate_number
 
 __all__ = ["RateLimiter", "RateLimiterStatistics", "Timeline"]
 
 _DEFAULT_BURST: Final = timedelta(seconds=0.1)
+_MAX_FLOAT: Final = sys.float_info.max
 # The longest single sleep: a waiter whose moment is further away (a huge amount) looks
 # again then. Threads could not sleep longer (threading.TIMEOUT_MAX) anyway.
 _MAX_SLEEP: Final = 86400.0
-# A schedule whose next change is not later than now (a bug in it) is asked again this
-# many seconds later, rather than being applied over and over.
-_RECHECK: Final = 1.0
-# Schedule boundaries applied one by one at most; more (a long suspension) catch up at once.
-_MAX_SWITCHES: Final = 64
+# How often a thread waiting on behalf of an anyio task (a worker thread) looks whether
+# that task was cancelled, in real seconds: the bound on how late it notices.
+_CANCEL_SLICE: Final = 0.05
 
 RateSpec = Rate | Schedule | str | float
 
@@ -96,6 +98,14 @@ def _coerce_rate(value: object) -> Rate | Schedule:
     return Rate(per_second=check_rate_number(value, "rate"), kind="units")
 
 
+def check_amount(amount: object) -> float:
+    """An amount to take: a finite number >= 0 (every entry point checks it)."""
+    value = check_number(amount, "amount")
+    if not (0 <= value < math.inf):
+        raise ValueError(f"amount must be a finite number >= 0, got {amount!r}")
+    return value
+
+
 def _coerce_burst(value: object) -> float | timedelta:
     if isinstance(value, timedelta):
         if value <= timedelta(0):
@@ -113,17 +123,32 @@ class RateLimiterStatistics:
     A snapshot of a :class:`RateLimiter`, from :meth:`RateLimiter.statistics`.
 
     ``tokens`` is the credit at the moment of the snapshot: negative while waiters are in
-    line (what they asked for and have not been served yet). ``total_granted`` counts
-    amounts granted (net of refunds) and ``total_waited`` the seconds waiters spent in
-    line, summed over waiters.
+    line (what they asked for and have not been served yet). ``tasks_waiting`` counts the
+    tasks and threads in line (anyio's name, used by every throttlekit primitive).
+    ``total_granted`` counts amounts granted (net of refunds) and ``total_waited`` the
+    seconds waiters spent in line, summed over waiters.
+
+    Taking it changes nothing: a waiter whose moment has come shows as granted here
+    even before it has woken up.
     """
 
     rate: Rate
     burst: float
     tokens: float
-    waiters: int
+    tasks_waiting: int
     total_granted: float
     total_waited: float
+
+    @property
+    def waiters(self) -> int:
+        """Deprecated (kept for one release): the old name of :attr:`tasks_waiting`."""
+        warnings.warn(
+            "RateLimiterStatistics.waiters is deprecated; use tasks_waiting (the name "
+            "every throttlekit primitive and anyio use)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.tasks_waiting
 
 
 # -- time ------------------------------------------------------------------------------------
@@ -273,15 +298,13 @@ class _Tree:
 # -- waking ------------------------------------------------------------------------------
 
 
-class _Waiter(Ticket):
-    """One caller in line at one limiter."""
+class _Waiter(Waiter):
+    """One caller in line at one limiter, with the signal that wakes it."""
 
-    __slots__ = ("signal", "since", "wake_at")
+    __slots__ = ("signal",)
 
     def __init__(self, amount: float, now: float, signal: _Signal) -> None:
-        super().__init__(amount)
-        self.since = now
-        self.wake_at = math.inf
+        super().__init__(amount, now)
         self.signal = signal
 
 
@@ -493,6 +516,38 @@ async def _other_cancel_point() -> None:
         await anyio.lowlevel.checkpoint_if_cancelled()
 
 
+def _host_cancel_check() -> Callable[[], None] | None:
+    """
+    :func:`anyio.from_thread.check_cancelled` if the calling thread is an anyio worker
+    thread (so a task waits for it and may be cancelled), else ``None``.
+
+    Asked once per blocking acquire, so it must be cheap in plain threads: anyio's
+    thread-local marks its worker threads, and is read directly when anyio's internals
+    are as expected; otherwise the public function is asked, and a thread it refuses
+    (a ``RuntimeError``: not an anyio worker thread) cannot be cancelled.
+    """
+    if _worker_marks is not None:
+        if getattr(_worker_marks, "current_token", None) is None:
+            return None
+        return anyio.from_thread.check_cancelled
+    try:  # pragma: no cover - another anyio
+        anyio.from_thread.check_cancelled()
+    except RuntimeError:  # pragma: no cover
+        return None
+    return anyio.from_thread.check_cancelled  # pragma: no cover
+
+
+def _load_worker_marks() -> Any:
+    try:
+        from anyio._core._eventloop import threadlocals
+    except ImportError:  # pragma: no cover - another anyio
+        return None
+    return threadlocals if isinstance(threadlocals, threading.local) else None
+
+
+_worker_marks: Any = _load_worker_marks()
+
+
 # -- the limiter -------------------------------------------------------------------------
 
 
@@ -547,20 +602,7 @@ class RateLimiter:
     :class:`OperationLimits` or :class:`anyio.CapacityLimiter`.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_bucket",
-        "_burst_spec",
-        "_chain",
-        "_granted",
-        "_parent",
-        "_rate",
-        "_schedule",
-        "_switch_at",
-        "_tree",
-        "_waited",
-        "_wall_anchor",
-    )
+    __slots__ = ("__weakref__", "_chain", "_line", "_lines", "_parent", "_tree")
 
     def __init__(
         self,
@@ -572,7 +614,7 @@ class RateLimiter:
         full: bool = False,
     ) -> None:
         spec = _coerce_rate(rate)
-        self._burst_spec = _DEFAULT_BURST if burst is None else _coerce_burst(burst)
+        burst_spec = _DEFAULT_BURST if burst is None else _coerce_burst(burst)
         if parent is not None and not isinstance(parent, RateLimiter):
             raise TypeError(f"parent must be a RateLimiter or None, got {type(parent).__name__}")
         check_callable(clock, "clock", optional=True)
@@ -588,112 +630,59 @@ class RateLimiter:
             self._tree = _Tree(clock)
         self._parent = parent
         self._chain: tuple[RateLimiter, ...] = (self, *(parent._chain if parent else ()))
-        self._granted = 0.0
-        self._waited = 0.0
-        self._schedule: Schedule | None = None
-        self._switch_at = math.inf
-        self._wall_anchor: tuple[datetime, float] | None = None
+        wall = _wall_now() if isinstance(spec, Schedule) else None
         with self._tree.lock:
-            now = self._tree.now()
-            current = self._adopt(spec, now)
-            self._rate = current
-            self._bucket: TokenBucket[_Waiter] = TokenBucket(
-                current.per_second, self._effective_burst(current), now, full=full
+            self._line: WaiterLine[_Waiter] = WaiterLine(
+                spec, burst_spec, self._tree.now(), wall=wall, full=full
             )
+        self._lines = tuple(level._line for level in self._chain)
 
     # -- configuration -------------------------------------------------------------------
-
-    def _effective_burst(self, rate: Rate) -> float:
-        spec = self._burst_spec
-        if isinstance(spec, float):
-            return spec
-        if rate.is_unlimited:
-            return math.inf
-        return max(rate.per_second * spec.total_seconds(), 1.0)
-
-    def _adopt(self, spec: Rate | Schedule, now: float) -> Rate:
-        """Take ``spec`` as the rate source from ``now``; returns the rate in force."""
-        if isinstance(spec, Rate):
-            self._schedule, self._switch_at, self._wall_anchor = None, math.inf, None
-            return spec
-        self._schedule = spec
-        self._wall_anchor = (_wall_now(), now)
-        return self._scheduled_rate(now)
-
-    def _scheduled_rate(self, now: float) -> Rate:
-        """The schedule's rate at ``now``, and when to look again (always later than now)."""
-        assert self._schedule is not None
-        assert self._wall_anchor is not None
-        wall0, mono0 = self._wall_anchor
-        wall = wall0 + timedelta(seconds=now - mono0)
-        change = self._schedule.next_change(wall)
-        if change is None:
-            self._switch_at = math.inf
-        else:
-            ahead = (change - wall).total_seconds()
-            # A schedule must answer with a later moment; if it does not, ask it again
-            # a little later instead of switching over and over at the same instant.
-            self._switch_at = now + (ahead if ahead > EPS else _RECHECK)
-        return self._schedule.rate_at(wall)
-
-    def _set_rate(self, rate: Rate, now: float) -> None:
-        """Switch the bucket to ``rate`` from ``now``; lock held."""
-        self._rate = rate
-        # Burst first: leaving an unlimited rate must cap the (infinite) credit at once.
-        self._bucket.set_burst(self._effective_burst(rate), now)
-        self._bucket.set_rate(rate.per_second, now)
-
-    def _switch(self, now: float) -> None:
-        """Apply every schedule boundary passed by ``now``, each at its own moment."""
-        for _ in range(_MAX_SWITCHES):
-            if self._switch_at > now + EPS:
-                return
-            at = min(self._switch_at, now)
-            self._set_rate(self._scheduled_rate(at), at)
-        # Too many at once (a long suspension): catch up at now; the next is later.
-        self._set_rate(self._scheduled_rate(now), now)
 
     @property
     def rate(self) -> Rate:
         """
         The rate in force now. Set it to a :class:`Rate`, text, a number or a
         :class:`Schedule` to change it live; waiters are re-timed at once.
+
+        Reading it only reads: a schedule boundary that has passed shows here at once,
+        and is applied to the line (waking whoever it concerns) by the next acquire or
+        wake-up.
         """
-        with self._tree.lock:
-            fire = self._sync(self._tree.now())
-            rate = self._rate
-        _fire(fire)
-        return rate
+        tree = self._tree
+        with tree.lock:
+            return self._line.rate_at(tree.now())
 
     @rate.setter
     def rate(self, value: RateSpec) -> None:
         spec = _coerce_rate(value)
-        with self._tree.lock:
-            now = self._tree.now()
-            fire = self._sync(now)
-            self._set_rate(self._adopt(spec, now), now)
-            fire += self._collect(now)
+        wall = _wall_now() if isinstance(spec, Schedule) else None
+        tree = self._tree
+        with tree.lock:
+            fire = self._line.set_source(spec, tree.now(), wall)
         _fire(fire)
 
     @property
     def schedule(self) -> Schedule | None:
         """The schedule the rate follows, or ``None`` for a fixed rate."""
-        return self._schedule
+        return self._line.schedule
 
     @property
     def burst(self) -> float:
-        """The most that can pass at once. Set an amount or a duration to change it."""
-        return self._bucket.burst
+        """
+        The most that can pass at once, now (a duration burst follows the rate). Set an
+        amount or a duration to change it; waiters are re-timed at once.
+        """
+        tree = self._tree
+        with tree.lock:
+            return self._line.burst_at(tree.now())
 
     @burst.setter
     def burst(self, value: float | timedelta) -> None:
         spec = _coerce_burst(value)
-        with self._tree.lock:
-            now = self._tree.now()
-            fire = self._sync(now)
-            self._burst_spec = spec
-            self._set_rate(self._rate, now)
-            fire += self._collect(now)
+        tree = self._tree
+        with tree.lock:
+            fire = self._line.set_burst(spec, tree.now())
         _fire(fire)
 
     @property
@@ -701,104 +690,57 @@ class RateLimiter:
         """The limiter every acquire is also charged to, if any."""
         return self._parent
 
-    # -- the line --------------------------------------------------------------------------
-
-    def _sync(self, now: float) -> list[_Waiter]:
-        """
-        Bring the limiter to ``now``: schedule boundaries, grants that are due, the next
-        due waiter re-timed; returns the waiters to wake. Call with the lock held.
-        """
-        if now >= self._switch_at - EPS:
-            self._switch(now)
-        return self._collect(now)
-
-    def _collect(self, now: float) -> list[_Waiter]:
-        """Grants since the last look, and the next due waiter re-timed; lock held."""
-        bucket = self._bucket
-        fire = bucket.poll(now)
-        for w in fire:
-            self._granted += w.amount
-            self._waited += now - w.since
-        due = bucket.next_due(now)
-        if due is not None:
-            w, seconds = due
-            wake_at = now + seconds
-            if wake_at > self._switch_at:
-                wake_at = self._switch_at
-            if wake_at < w.wake_at - EPS:
-                fire.append(w)  # it sleeps too long: wake it to sleep less
-            w.wake_at = wake_at
-        return fire
-
-    def _try_take(self, amount: float, now: float) -> bool:
-        """Take ``amount`` along the whole chain if every level has it now; lock held."""
-        chain = self._chain
-        for level in chain:
-            if now >= level._switch_at - EPS or level._bucket.waiting:
-                _fire(level._sync(now))
-            if level._bucket.available(now) < amount:
-                return False
-        for level in chain:
-            level._bucket.try_take(amount, now)
-            level._granted += amount
-        return True
+    # -- the line: the waiting loop, in steps shared by tasks and threads ----------------
 
     def _refund_granted(self, amount: float) -> None:
-        """Give back ``amount`` granted here but not used (a later level was cancelled)."""
+        """Give back ``amount`` granted here but not used (a later level gave up)."""
         tree = self._tree
         with tree.lock:
-            now = tree.now()
-            fire = self._sync(now)
-            self._granted -= amount
-            self._bucket.refund(amount, now)
-            fire += self._collect(now)
+            fire = self._line.refund(amount, tree.now())
         _fire(fire)
-
-    # The waiting loop, in steps shared by tasks and threads; only the sleep differs.
 
     def _enter(self, amount: float, signal: _Signal) -> _Waiter:
         tree = self._tree
         with tree.lock:
             now = tree.now()
-            fire = self._sync(now)
             w = _Waiter(amount, now, signal)
-            seconds = self._bucket.enter(w, now)
-            w.wake_at = min(now + seconds, self._switch_at)
-            fire += self._collect(now)
+            fire = self._line.enter(w, now)
         _fire(fire, skip=w)
         return w
 
-    def _next_sleep(self, w: _Waiter, signal: _Signal) -> float | None:
-        """How long ``w`` sleeps next, or None once it is granted."""
+    def _next_sleep(self, w: _Waiter, signal: _Signal, deadline: float = math.inf) -> float | None:
+        """
+        How long ``w`` sleeps next, or None once it is granted; :class:`TimeoutError`
+        once ``deadline`` (on the timeline) has come and it is not.
+        """
         tree = self._tree
         with tree.lock:
             if w.done:
                 return None
+            now = tree.now()
+            seconds = self._line.sleep_for(w, now)
+            assert seconds is not None
+            if deadline != math.inf:
+                if now >= deadline:
+                    raise TimeoutError(
+                        f"acquire_blocking({w.amount:g}) timed out; what it was not served "
+                        "was given back"
+                    )
+                seconds = min(seconds, deadline - now)
             signal.arm()
-            return _sleep_for(w.wake_at - tree.now())
+            return _sleep_for(seconds)
 
     def _after_sleep(self, w: _Waiter) -> None:
         tree = self._tree
         with tree.lock:
-            now = tree.now()
-            fire = self._sync(now)
-            if not w.done and w.wake_at <= now + EPS:
-                w.wake_at = math.inf  # not due yet: whoever makes it due will wake it
+            fire = self._line.woke(w, tree.now())
         _fire(fire, skip=w)
 
     def _abandon(self, w: _Waiter) -> None:
         """``w`` gives up (cancelled): give back what it was not served, or its grant."""
         tree = self._tree
         with tree.lock:
-            now = tree.now()
-            fire = self._sync(now)
-            if w.done:  # granted, but cancelled before it could return
-                self._granted -= w.amount
-                self._bucket.refund(w.amount, now)
-            else:
-                self._bucket.leave(w, now)
-                self._waited += now - w.since
-            fire += self._collect(now)
+            fire = self._line.leave(w, tree.now())
         _fire(fire, skip=w)
 
     # -- async -----------------------------------------------------------------------------
@@ -810,12 +752,12 @@ class RateLimiter:
         A cancellation point (an anyio cancel scope that is cancelled, or a pending
         ``task.cancel()``, raises before anything is charged) that does not yield to
         other tasks when it need not wait. If cancelled while waiting, what it had not
-        been served is given back.
+        been served is given back. For a deadline, wrap it in :func:`anyio.fail_after`
+        or :func:`anyio.move_on_after`.
         """
-        if (amount.__class__ is not int and amount.__class__ is not float) or not (
-            0 <= amount < math.inf
-        ):
-            amount = check_amount(amount)
+        cls = amount.__class__
+        if not ((cls is int or cls is float) and 0 <= amount <= _MAX_FLOAT):
+            amount = check_amount(amount)  # NaN, inf, ints too large for a float, others
         # The fast path is inlined: this runs for every chunk of every stream.
         tree = self._tree
         loop = _get_running_loop()
@@ -838,19 +780,24 @@ class RateLimiter:
                 else:
                     now = timeline.last
                 if self._parent is None:
-                    if now < self._switch_at and self._bucket.try_take(amount, now):
-                        self._granted += amount
+                    line = self._line
+                    if now < line.switch_at and line.bucket.try_take(amount, now):
+                        line.granted += amount
                         return
-                elif self._try_take(amount, now):
-                    return
+                else:
+                    taken, fire = take_along(self._lines, amount, now)
+                    _fire(fire)  # only schedules wake-ups: safe under the lock
+                    if taken:
+                        return
             finally:
                 lock.release()
         else:
             await _other_cancel_point()
             with tree.lock:
-                now = tree.now()
-                if self._try_take(amount, now):
-                    return
+                taken, fire = take_along(self._lines, amount, tree.now())
+            _fire(fire)
+            if taken:
+                return
         await self._acquire_slow(amount)
 
     async def _acquire_slow(self, amount: float) -> None:
@@ -875,37 +822,73 @@ class RateLimiter:
 
     # -- threads and no waiting ---------------------------------------------------------
 
-    def acquire_blocking(self, amount: float = 1) -> None:
+    def acquire_blocking(
+        self, amount: float = 1, *, timeout: float | timedelta | None = None
+    ) -> None:
         """
-        :meth:`acquire` for threads: block the calling thread until ``amount`` may pass.
+        :meth:`acquire` for threads: block the calling thread until ``amount`` may pass,
+        and charge it. Shares the budget and the line with tasks.
 
-        Shares the budget and the line with tasks. Do not call it from an event loop's
-        thread: it would block every task on that loop.
+        ``timeout``: the most seconds (or a :class:`~datetime.timedelta`) to wait, on
+        the limiter's clock; ``None`` (the default) or ``math.inf`` waits as long as it
+        takes. When it runs out, :class:`TimeoutError` is raised and what the request
+        was not served is given back, as for a cancelled :meth:`acquire`: nobody behind
+        it loses anything. ``timeout=0`` takes ``amount`` only if it may pass at once.
+
+        **In a worker thread of an anyio task** (:func:`anyio.to_thread.run_sync`, which
+        is how :class:`ItemBlockWorkerPool` runs sync functions), it is a cancellation
+        point for that task: if the task's cancel scope is cancelled, it raises before
+        charging anything, and a wait in line notices within about 50 ms, gives back
+        what it was not served and raises. What it raises is the cancellation exception
+        of the task's backend (:class:`asyncio.CancelledError` or ``trio.Cancelled``,
+        as :func:`anyio.from_thread.check_cancelled` raises it), so that it unwinds the
+        sync function and is caught by the scope that was cancelled, exactly like a
+        cancellation in the task itself: let it propagate (clean up in ``finally``),
+        never swallow it. In any other thread it cannot be cancelled: use ``timeout``.
+
+        Not for an event loop's thread: it would block every task on that loop.
         """
         amount = check_amount(amount)
+        limit = math.inf if timeout is None else check_seconds(timeout, "timeout", allow_inf=True)
+        cancelled = _host_cancel_check()
+        if cancelled is not None:
+            cancelled()  # a cancellation point: raise before anything is charged
         tree = self._tree
         with tree.lock:
-            if self._try_take(amount, tree.now()):
-                return
-        self._acquire_slow_blocking(amount)
+            now = tree.now()
+            taken, fire = take_along(self._lines, amount, now)
+        _fire(fire)
+        if taken:
+            return
+        self._acquire_slow_blocking(amount, now + limit, cancelled)
 
-    def _acquire_slow_blocking(self, amount: float) -> None:
-        self._wait_here_blocking(amount)
+    def _acquire_slow_blocking(
+        self, amount: float, deadline: float, cancelled: Callable[[], None] | None
+    ) -> None:
+        self._wait_here_blocking(amount, deadline, cancelled)
         if self._parent is not None:
             try:
-                self._parent._acquire_slow_blocking(amount)
+                self._parent._acquire_slow_blocking(amount, deadline, cancelled)
             except BaseException:
                 self._refund_granted(amount)
                 raise
 
-    def _wait_here_blocking(self, amount: float) -> None:
+    def _wait_here_blocking(
+        self, amount: float, deadline: float, cancelled: Callable[[], None] | None
+    ) -> None:
         signal = _ThreadSignal()
         w = self._enter(amount, signal)
         try:
-            while (timeout := self._next_sleep(w, signal)) is not None:
-                signal.wait(timeout)
-                self._after_sleep(w)
-        except BaseException:  # KeyboardInterrupt in the waiting thread
+            while (timeout := self._next_sleep(w, signal, deadline)) is not None:
+                if cancelled is None:
+                    signal.wait(timeout)
+                    self._after_sleep(w)
+                else:  # look at the host task now and then
+                    signal.wait(min(timeout, _CANCEL_SLICE))
+                    self._after_sleep(w)
+                    if not w.done:
+                        cancelled()
+        except BaseException:  # a timeout, a cancelled host task, KeyboardInterrupt
             self._abandon(w)
             raise
 
@@ -922,34 +905,37 @@ class RateLimiter:
         tree = self._tree
         with tree.lock:
             now = tree.now()
-            smallest = min(level._bucket.burst for level in self._chain)
+            smallest = min(line.burst_at(now) for line in self._lines)
             if amount > smallest:
                 raise ValueError(
                     f"amount {amount!r} is more than the burst {smallest!r}, so it can never "
                     "pass at once; use acquire() or acquire_blocking(), which wait for it"
                 )
-            if not self._try_take(amount, now):
-                raise anyio.WouldBlock
-        return
+            taken, fire = take_along(self._lines, amount, now)
+        _fire(fire)
+        if not taken:
+            raise anyio.WouldBlock
 
     def statistics(self) -> RateLimiterStatistics:
-        """A snapshot: rate, burst, credit, waiters, totals granted and waited."""
+        """
+        A snapshot: rate, burst, credit, tasks waiting, totals granted and waited.
+
+        It only reads, as every property does: it wakes nobody and applies nothing (a
+        waiter whose moment has come counts as granted here, and is woken by its own
+        timer), so calling it in a loop cannot change what the limiter does.
+        """
         tree = self._tree
         with tree.lock:
-            now = tree.now()
-            fire = self._sync(now)
-            bucket = self._bucket
-            waiting = bucket.tickets()
-            stats = RateLimiterStatistics(
-                rate=self._rate,
-                burst=bucket.burst,
-                tokens=bucket.credit(now),
-                waiters=len(waiting),
-                total_granted=self._granted,
-                total_waited=self._waited + sum(now - w.since for w in waiting),
-            )
-        _fire(fire)
-        return stats
+            snap = self._line.snapshot(tree.now())
+        return RateLimiterStatistics(
+            rate=snap.rate,
+            burst=snap.burst,
+            tokens=snap.tokens,
+            tasks_waiting=snap.waiting,
+            total_granted=snap.granted,
+            total_waited=snap.waited,
+        )
 
     def __repr__(self) -> str:
-        return f"<RateLimiter rate={self._rate} burst={self._bucket.burst:g}>"
+        line = self._line
+        return f"<RateLimiter rate={line.rate} burst={line.bucket.burst:g}>"
