@@ -17,12 +17,15 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import SiteUnavailable, ThrottlekitError
-from .._throttle._ratelimit import RateLimiter
-from .._throttle._schedule import Schedule
-from .._throttle._units import Rate
+
+# Imported when a command runs: building the parser must stay cheap for every command.
+if TYPE_CHECKING:
+    from .._throttle._ratelimit import RateLimiter
+    from .._throttle._schedule import Schedule
+    from .._throttle._units import Rate
 
 __all__ = [
     "SiteCommandError",
@@ -114,6 +117,8 @@ def add_pipe_site_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_site(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``site status`` or ``site set-rate``; exit status 0, or raises (one line, 2)."""
+    from .._throttle._units import Rate
+
     core = _redis()
     try:
         core.check_name(args.namespace, "--namespace")
@@ -160,6 +165,8 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def _rate(per_second: float, kind: str) -> str:
+    from .._throttle._units import Rate
+
     if math.isinf(per_second):
         return "greedy"
     return str(Rate(per_second=per_second, kind="units" if kind == "units" else "bytes"))
@@ -215,6 +222,9 @@ def pipe_limiter(
     its share). A Redis that cannot be reached at start is an error; later outages
     keep the pipe at its last share.
     """
+    from .._throttle._ratelimit import RateLimiter
+    from .._throttle._schedule import Schedule
+
     if getattr(args, "site", None) is None:
         yield RateLimiter(rate, burst=burst, full=True)
         return

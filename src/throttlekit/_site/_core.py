@@ -632,6 +632,7 @@ class RedisSite:
             }
         )
         self._lock = threading.Lock()
+        self._create_lock = threading.Lock()
         self._participants: list[Participant] = []
         self._rates: dict[str, _SharedRate] = {}
         self._requests: dict[str, RequestLimiter] = {}
@@ -671,10 +672,11 @@ class RedisSite:
 
     def close(self) -> None:
         """Stop and join the heartbeat, then deregister (what leaving ``with`` does)."""
-        if not self._started or self._closed:
+        with self._lock:
+            if not self._started or self._closed:
+                self._closed = True
+                return
             self._closed = True
-            return
-        self._closed = True
         self._stop.set()
         self._wake.set()
         thread = self._thread
@@ -833,6 +835,16 @@ class RedisSite:
         check_name(name, "name")
         site_rate = _check_rate(rate)
         fb = _check_fallback(fallback)
+        with self._create_lock:  # one limiter per name, even when asked from two threads
+            return self._rate_limiter(name, site_rate, burst, fb)
+
+    def _rate_limiter(
+        self,
+        name: str,
+        site_rate: Rate,
+        burst: float | timedelta | None,
+        fb: Fallback | Rate,
+    ) -> RateLimiter:
         with self._lock:
             existing = self._rates.get(name)
         if existing is not None:
