@@ -543,6 +543,9 @@ def key_path(path: str, key: object) -> str:
     return f"{path}[{_shorten(repr(key))}]"
 
 
+_ROOT: Final = object()  # the key of the document itself in _check_json_data's stack
+
+
 def _check_json_data(
     root: object, duplicates: Mapping[int, list[Any]] | None = None
 ) -> tuple[ConfigProblem, ...]:
@@ -566,11 +569,14 @@ def _check_json_data(
         else:
             unlisted += 1
 
-    stack: list[tuple[object, str, int]] = [(root, "", 0)]
+    # Each entry is (value, parent path, key, depth): a value's own path is only built when
+    # it is needed (a container, a problem), since most values are strings that pass.
+    stack: list[tuple[object, str, object, int]] = [(root, "", _ROOT, 0)]
     while stack:
-        value, path, depth = stack.pop()
+        value, parent, key, depth = stack.pop()
         if value is None or isinstance(value, bool | str):
             continue
+        path = parent if key is _ROOT else key_path(parent, key)
         if isinstance(value, int):
             if value.bit_length() > _MAX_INT_BITS:
                 problem(path, f"{describe(value)} is out of range (no 64-bit number holds it)")
@@ -590,24 +596,24 @@ def _check_json_data(
         if depth >= MAX_DEPTH:
             problem(path, f"nested deeper than {MAX_DEPTH} levels")
             continue
-        children: list[tuple[object, str, int]] = []
+        children: list[tuple[object, str, object, int]] = []
         if isinstance(value, Mapping):
-            for key, item in value.items():
-                if isinstance(key, bool) or not isinstance(key, str | int):
-                    message = f"a key must be a string, got {type(key).__name__}"
-                    problem(key_path(path, key), message)
+            for child_key, item in value.items():
+                if isinstance(child_key, bool) or not isinstance(child_key, str | int):
+                    message = f"a key must be a string, got {type(child_key).__name__}"
+                    problem(key_path(path, child_key), message)
                     continue
-                children.append((item, key_path(path, key), depth + 1))
+                children.append((item, path, child_key, depth + 1))
             if duplicates:
-                for key in duplicates.get(id(value), ()):
+                for repeated in duplicates.get(id(value), ()):
                     notes.append(
                         ConfigProblem(
-                            path=key_path(path, key),
+                            path=key_path(path, repeated),
                             message="duplicate key; the last value is used, as Velero does",
                         )
                     )
-        else:
-            children.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        else:  # an index, which key_path writes as [i]
+            children.extend((item, path, i, depth + 1) for i, item in enumerate(value))
         stack.extend(reversed(children))  # depth first, in document order
     if unlisted:
         problems.append(ConfigProblem(path="", message=f"and {unlisted} more problems like these"))

@@ -100,6 +100,14 @@ def _node_items(doc: object) -> tuple[Sequence[object], str | None]:
     raise ConfigError([ConfigProblem(path="", message=f"expected {_EXPECTED}, got {what}")])
 
 
+def _name_path(node_path: str) -> str:
+    return key_path(key_path(node_path, "metadata"), "name")
+
+
+def _labels_path(node_path: str) -> str:
+    return key_path(key_path(node_path, "metadata"), "labels")
+
+
 class _Reader:
     """Collects nodes and every problem found on the way (the first MAX_LISTED listed)."""
 
@@ -116,6 +124,8 @@ class _Reader:
             self.unlisted += 1
 
     def node(self, item: object, path: str) -> None:
+        # Paths are built only for problems: a clean cluster of thousands of nodes pays
+        # for the checks, not for strings nobody reads.
         if not isinstance(item, Mapping):
             self.problem(path, f"expected a Node object, got {describe(item)}")
             return
@@ -123,44 +133,43 @@ class _Reader:
         if kind is not None and kind != "Node":
             self.problem(key_path(path, "kind"), f"expected a Node, got {describe(kind)}")
             return
-        meta_path = key_path(path, "metadata")
         meta = item.get("metadata")
         if not isinstance(meta, Mapping):
-            self.problem(meta_path, f"expected the node's metadata object, got {describe(meta)}")
+            message = f"expected the node's metadata object, got {describe(meta)}"
+            self.problem(key_path(path, "metadata"), message)
             return
-        name_path = key_path(meta_path, "name")
         name = meta.get("name")
         named = isinstance(name, str) and name != ""
         if not named:
-            self.problem(name_path, f"expected the node's name, got {describe(name)}")
-        labels = self.node_labels(meta.get("labels"), key_path(meta_path, "labels"))
+            self.problem(_name_path(path), f"expected the node's name, got {describe(name)}")
+        labels = self.node_labels(meta.get("labels"), path)
         if not named or labels is None:
             return
         assert isinstance(name, str)
         if name in self.first_seen:
-            self.problem(
-                name_path, f"node {name!r} appears twice (also at {self.first_seen[name]})"
-            )
+            also = _name_path(self.first_seen[name])
+            self.problem(_name_path(path), f"node {name!r} appears twice (also at {also})")
             return
-        self.first_seen[name] = name_path
+        self.first_seen[name] = path
         self.labels[name] = labels
 
-    def node_labels(self, labels: object, path: str) -> dict[str, str] | None:
+    def node_labels(self, labels: object, node_path: str) -> dict[str, str] | None:
         if labels is None:
             return {}
         if not isinstance(labels, Mapping):
-            self.problem(path, f"expected an object of labels, got {describe(labels)}")
+            message = f"expected an object of labels, got {describe(labels)}"
+            self.problem(_labels_path(node_path), message)
             return None
-        out: dict[str, str] = {}
-        for key, value in labels.items():
+        out = dict(labels)
+        if all(isinstance(k, str) and isinstance(v, str) for k, v in out.items()):
+            return out
+        for key, value in out.items():
             if not isinstance(key, str):
-                self.problem(key_path(path, key), "a label key must be a string")
+                self.problem(key_path(_labels_path(node_path), key), "a label key must be a string")
             elif not isinstance(value, str):
                 message = f"expected a label value (a string), got {describe(value)}"
-                self.problem(key_path(path, key), message)
-            else:
-                out[key] = value
-        return out if len(out) == len(labels) else None
+                self.problem(key_path(_labels_path(node_path), key), message)
+        return None
 
     def result(self) -> dict[str, dict[str, str]]:
         if self.unlisted:
