@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import anyio
@@ -11,7 +12,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from throttlekit._tasks import OwnedTaskGroup
 from throttlekit.testing import run
 
-if not hasattr(__builtins__, "BaseExceptionGroup"):  # pragma: no cover - Python 3.10
+if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 
