@@ -87,7 +87,9 @@ async def test_entered_once_by_default_naming_the_class() -> None:
         async with owner:
             with pytest.raises(RuntimeError, match="this Owner is already running"):
                 await owner.tasks.open()
-        with pytest.raises(RuntimeError, match="a Owner can be entered only once"):
+        with pytest.raises(
+            RuntimeError, match="this Owner was entered already: it can be entered only once"
+        ):
             async with owner:
                 pass
     assert owner.ended == 1

@@ -67,7 +67,7 @@ class OwnedTaskGroup:
     ...     except RuntimeError as exc:
     ...         return ticker.ticks, str(exc)
     >>> run(main)
-    (3, 'a Ticker can be entered only once')
+    (3, 'this Ticker was entered already: it can be entered only once')
     """
 
     __slots__ = ("_entered", "_owner", "_reenter", "_task_group")
@@ -105,7 +105,9 @@ class OwnedTaskGroup:
         if self._task_group is not None:
             raise RuntimeError(f"this {self._owner} is already running")
         if self._entered and not self._reenter:
-            raise RuntimeError(f"a {self._owner} can be entered only once")
+            raise RuntimeError(
+                f"this {self._owner} was entered already: it can be entered only once"
+            )
         self._entered = True
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
