@@ -403,3 +403,33 @@ def test_participants_fall_back_before_the_site_says_degraded(redis_server: Redi
         redis_server.kill()
         assert not site.beat()
     assert seen == [False]
+
+
+@pytest.mark.parametrize(
+    ("fallback", "expected"),
+    [("share", "last"), ("even", 20 * MIB), ("closed", 0.0), ("3MiB/s", 3 * MIB)],
+)
+def test_fallback_while_redis_is_down(
+    redis_server: RedisServer, fallback: str, expected: float | str
+) -> None:
+    """Each fallback, with two members and unequal shares when Redis goes away."""
+    with sites(redis_server, 2) as (a, b):
+        la = a.rate_limiter("uplink", SITE_RATE, fallback=fallback)
+        lb = b.rate_limiter("uplink", SITE_RATE)
+        with line(lb):
+            for _ in range(2):
+                a.beat()
+                b.beat()
+            last = la.rate.per_second
+            assert last < 20 * MIB  # a is idle: it has little
+            redis_server.kill()
+            assert not a.beat()
+            stats = a.statistics()
+            assert stats.degraded and stats.rates[0].degraded
+            assert stats.last_error is not None and "Error" in stats.last_error
+            want = last if expected == "last" else expected
+            assert la.rate.per_second == pytest.approx(want)
+            redis_server.start()
+            assert a.beat()
+            assert not a.statistics().degraded
+            assert la.rate.per_second > 0
