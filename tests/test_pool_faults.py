@@ -13,6 +13,7 @@ cancelling the scope around the pool) x where the run is awaited (inside the poo
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import sys
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 from throttlekit import (
     BlockResult,
     BlockStatus,
+    CallbackWarning,
     ItemBlock,
     ItemBlockWorkerPool,
     ItemError,
@@ -52,7 +54,9 @@ WHERE = [
     "post_hook",
     "key",
     "on_error",
+    "on_error_async",
     "on_progress",
+    "on_progress_async",
     "on_progress_final",
     "additional",
 ]
@@ -199,12 +203,21 @@ class Scenario:
         return item
 
     def on_error(self, error: ItemError) -> None:
-        if self.where == "on_error":
+        if self.where.removesuffix("_async") == "on_error":
             self.fire()
 
     def on_progress(self, progress: RunProgress) -> None:
-        if self.where == ("on_progress_final" if progress.finished else "on_progress"):
+        wanted = "on_progress_final" if progress.finished else "on_progress"
+        if self.where.removesuffix("_async") == wanted:
             self.fire()
+
+    async def on_error_async(self, error: ItemError) -> None:
+        await anyio.sleep(0.25)  # awaited: the fault comes after a real wait
+        self.on_error(error)
+
+    async def on_progress_async(self, progress: RunProgress) -> None:
+        await anyio.sleep(0.25)
+        self.on_progress(progress)
 
     async def run(self, pool: ItemBlockWorkerPool) -> RunResult:
         return await pool.run(
@@ -213,8 +226,10 @@ class Scenario:
             pre_hook=self.pre_hook,
             post_hook=self.post_hook,
             key=self.key,
-            on_error=self.on_error,
-            on_progress=self.on_progress,
+            on_error=self.on_error_async if self.where == "on_error_async" else self.on_error,
+            on_progress=(
+                self.on_progress_async if self.where == "on_progress_async" else self.on_progress
+            ),
         )
 
 
@@ -271,7 +286,14 @@ async def test_a_fault_anywhere_ends_the_pool_cleanly(
     is recorded, logged or propagated exactly once, and every block is reported.
     """
     scenario = Scenario(where, what)
-    out = await play(scenario, layout, threads_hold_time)
+    warned = what is ValueError and where not in RECORDED  # a callback's Exception
+    with pytest.warns(CallbackWarning) if warned else contextlib.nullcontext() as caught:
+        out = await play(scenario, layout, threads_hold_time)
+    if caught is not None:  # said once, with the callback's exception as its cause
+        (warning,) = [w.message for w in caught if isinstance(w.message, CallbackWarning)]
+        assert warning.__cause__ is scenario.injected
+        name = where.removesuffix("_final").removesuffix("_async")
+        assert f"{name} Scenario.{name}" in str(warning)
     assert len(scenario.fired) == 1  # the fault really happened
     (fired_at,) = scenario.fired
     result: RunResult | None = out["result"]
@@ -293,7 +315,7 @@ async def test_a_fault_anywhere_ends_the_pool_cleanly(
                 "additional": (f"{TARGET}+y", TARGET, "item"),
             }.get(where, (TARGET, None, "item"))
             assert (error.item, error.parent, error.phase) == expected
-        else:  # on_error and on_progress: logged, and the run goes on
+        else:  # on_error and on_progress: a CallbackWarning, and the run goes on
             assert recorded == []
             assert [str(e.item) for e in result.errors] == [BASELINE]
             assert result.failed == 1

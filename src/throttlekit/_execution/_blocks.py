@@ -224,7 +224,28 @@ class BlockResult:
 
 @frozen(kw_only=True)
 class RunProgress:
-    """A progress report, given to ``on_progress`` while a run goes and once at its end."""
+    """
+    A progress report, given to ``on_progress`` every ``progress_interval`` seconds while
+    a run goes (also while a long block is in flight) and once at its end.
+
+    * ``blocks_done`` / ``blocks_total``: blocks reported (any status) and in the run.
+    * ``block_items_done`` / ``block_items_total``: items of the blocks processed
+      successfully, and how many the blocks hold.
+    * ``additional_items_done``: additional items (returned by ``process``) processed
+      successfully; their total cannot be known in advance.
+    * ``items_done``: ``block_items_done + additional_items_done``, as before these were
+      counted apart (it is kept with this meaning; prefer the two separate counts).
+    * ``errors``: errors recorded so far. ``elapsed``: seconds since the run started.
+    * ``eta``: estimated seconds left, from the block items handled so far (processed,
+      failed, or left out because already done or because their pre hook failed) at
+      the average pace so far; ``None`` until one is handled, ``0.0`` in the final report.
+      Additional items are not foreseen, so a run whose items return many is estimated
+      low.
+    * ``bytes_done`` / ``bytes_per_second`` (average since the start): only when
+      ``process`` reports bytes with :meth:`ItemBlockWorkerPool.report_bytes`; ``None``
+      otherwise.
+    * ``finished``: true in the final report, which is sent exactly once.
+    """
 
     blocks_done: int
     blocks_total: int
@@ -232,6 +253,12 @@ class RunProgress:
     errors: int
     elapsed: float
     finished: bool = False
+    block_items_done: int = 0
+    block_items_total: int = 0
+    additional_items_done: int = 0
+    eta: float | None = None
+    bytes_done: int | None = None
+    bytes_per_second: float | None = None
 
 
 def _group_for_block(result: BlockResult) -> ItemBlockError:

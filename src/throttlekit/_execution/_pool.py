@@ -9,11 +9,13 @@ node; they share the node's workers fairly instead of the first taking them all.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
 import math
 import sys
+import threading
 import warnings
 from collections import deque
 from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping, Sequence
@@ -48,6 +50,9 @@ V_co = TypeVar("V_co", covariant=True)
 
 logger = logging.getLogger("throttlekit.pool")
 
+# The run whose block the current task (or worker thread) executes, for report_bytes().
+_current_run: contextvars.ContextVar[_Run[Any]] = contextvars.ContextVar("throttlekit_run")
+
 
 def _is_async(func: Callable[..., Any]) -> bool:
     while isinstance(func, functools.partial):
@@ -55,6 +60,12 @@ def _is_async(func: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004 - an object with an async __call__
     )
+
+
+def _name(func: object) -> str:
+    """A callable's name for messages: its qualified name, else its repr."""
+    name = getattr(func, "__qualname__", None)
+    return name if isinstance(name, str) else _describe(func)
 
 
 def _warn_callback(what: str, error: Exception) -> None:
@@ -146,6 +157,8 @@ class _Run(Generic[T]):
         self.additional_concurrency = additional_concurrency
         self.fail_fast = fail_fast
         self.on_error, self.on_progress = on_error, on_progress
+        self.on_error_is_async = on_error is not None and _is_async(on_error)
+        self.on_progress_is_async = on_progress is not None and _is_async(on_progress)
         self.progress_interval = progress_interval
         self.priority = priority
         self.started = started
@@ -158,9 +171,15 @@ class _Run(Generic[T]):
         self.remaining = len(blocks)
         self.done = anyio.Event()
         self.stopping = False  # fail-fast, a cancelled run, or the pool's shutdown
-        self.items_done = 0
+        self.block_items_total = sum(len(b) for b in blocks)
+        self.block_items_done = 0  # processed successfully
+        self.block_items_handled = 0  # processed, failed, or left out (duplicates, pre hook)
+        self.additional_items_done = 0
         self.errors = 0
-        self.last_progress = -math.inf
+        self.bytes_done: int | None = None  # None until the process reports bytes
+        self.bytes_lock = threading.Lock()  # report_bytes() may come from worker threads
+        self.last_progress = started
+        self.changed = anyio.Event()  # something happened since the last report
         if not blocks:
             self.done.set()
 
@@ -191,32 +210,77 @@ class _Run(Generic[T]):
             raise AssertionError(f"block {index} reported twice")
         self.results[index] = result
         self.remaining -= 1
+        self.changed.set()
         if self.remaining == 0:
             self.done.set()
 
-    def progress(self, now: float, *, final: bool = False) -> None:
-        """
-        Call ``on_progress`` if its interval has passed (or ``final``). An Exception it
-        raises is logged; a BaseException propagates to the caller.
-        """
-        if self.on_progress is None:
-            return
-        if not final and now - self.last_progress < self.progress_interval:
-            return
-        self.last_progress = now
-        done = sum(1 for r in self.results if r is not None)
-        report = RunProgress(
-            blocks_done=done,
+    def add_bytes(self, amount: int) -> None:
+        with self.bytes_lock:
+            self.bytes_done = (self.bytes_done or 0) + amount
+
+    def progress(self, now: float, *, final: bool = False) -> RunProgress:
+        """A progress report as of ``now``."""
+        elapsed = now - self.started
+        handled, total = self.block_items_handled, self.block_items_total
+        eta: float | None = None
+        if final:
+            eta = 0.0
+        elif handled:
+            eta = elapsed * (total - handled) / handled
+        bytes_done = self.bytes_done
+        return RunProgress(
+            blocks_done=sum(1 for r in self.results if r is not None),
             blocks_total=len(self.blocks),
-            items_done=self.items_done,
+            items_done=self.block_items_done + self.additional_items_done,
             errors=self.errors,
-            elapsed=now - self.started,
+            elapsed=elapsed,
             finished=final,
+            block_items_done=self.block_items_done,
+            block_items_total=total,
+            additional_items_done=self.additional_items_done,
+            eta=eta,
+            bytes_done=bytes_done,
+            bytes_per_second=(None if bytes_done is None or elapsed <= 0 else bytes_done / elapsed),
         )
+
+    async def report(self, *, final: bool = False) -> None:
+        """
+        Give ``on_progress`` a report (awaited if async). An Exception it raises is a
+        :class:`CallbackWarning`; a BaseException propagates to the caller.
+        """
+        assert self.on_progress is not None
+        self.last_progress = now = anyio.current_time()
+        self.changed = anyio.Event()
+        report = self.progress(now, final=final)
         try:
-            self.on_progress(report)
-        except Exception:
-            logger.exception("on_progress raised; the run goes on")
+            if self.on_progress_is_async:
+                await self.on_progress(report)
+            else:
+                self.on_progress(report)
+        except Exception as e:
+            _warn_callback(f"on_progress {_name(self.on_progress)}", e)
+
+    async def report_while_running(self, scope: anyio.CancelScope) -> None:
+        """
+        Report every ``progress_interval`` seconds (with 0: whenever something changed)
+        until the run is done, in ``run()``'s task, so a slow ``on_progress`` holds up no
+        worker. A BaseException from ``on_progress`` ends the pool, as from any callable.
+        """
+        try:
+            while True:
+                if self.progress_interval > 0:
+                    await anyio.sleep_until(self.last_progress + self.progress_interval)
+                else:
+                    await self.changed.wait()
+                if self.done.is_set():
+                    return
+                await self.report()
+        except BaseException as e:
+            if isinstance(e, anyio.get_cancelled_exc_class()) and (
+                scope.cancel_called or anyio.current_effective_deadline() == -math.inf
+            ):
+                raise  # this reporter is stopped (the run is done, or cancelled)
+            self.fail(e)
 
     def cancel_queued(self) -> list[int]:
         dropped = list(self.pending)
@@ -248,7 +312,6 @@ class _Run(Generic[T]):
         BaseException propagates, after the block is reported.
         """
         await _BlockRun(self, index).execute()
-        self.progress(anyio.current_time())
 
 
 class _BlockRun:
@@ -264,28 +327,43 @@ class _BlockRun:
         # the grace period), so a cancelled scope around the pool gives it its grace period.
         self.scope = anyio.CancelScope(shield=True)
 
-    def record(
+    async def record(
         self, error: Exception, *, item: Any = None, parent: Any = None, phase: Phase = "item"
     ) -> None:
-        """Keep ``error`` as an :class:`ItemError` of this block; log it; tell ``on_error``."""
+        """
+        Keep ``error`` as an :class:`ItemError` of this block; log it; tell ``on_error``
+        (awaited if async; what it raises is a :class:`CallbackWarning`, the error is
+        kept); then, with ``fail_fast``, stop the run.
+        """
         run = self.run
         record = ItemError(item=item, error=error, block=self.block, parent=parent, phase=phase)
         self.errors.append(record)
         run.errors += 1
+        run.changed.set()
         logger.warning("block %s: %s", self.block, record, exc_info=error)
-        if run.fail_fast and not run.stopping:
-            run.stop()
-        if run.on_error is not None:
-            try:
-                run.on_error(record)
-            except Exception:
-                logger.exception("on_error raised; the error it was given is kept")
+        try:
+            if run.on_error is not None:
+                try:
+                    if run.on_error_is_async:
+                        await run.on_error(record)
+                    else:
+                        run.on_error(record)
+                except Exception as e:
+                    _warn_callback(f"on_error {_name(run.on_error)}", e)
+        finally:
+            if run.fail_fast and not run.stopping:
+                run.stop()
 
-    def done(self) -> None:
+    def done(self, *, additional: bool) -> None:
+        run = self.run
         self.items_done += 1
-        self.run.items_done += 1
+        if additional:
+            run.additional_items_done += 1
+        else:
+            run.block_items_done += 1
+        run.changed.set()
 
-    def additional(self, item: Any, parent: Any, returned: Any) -> list[Any] | None:
+    async def additional(self, item: Any, parent: Any, returned: Any) -> list[Any] | None:
         """The additional items ``process(item)`` returned, still to do; None if unusable."""
         error: Exception
         if isinstance(returned, str | bytes | bytearray | memoryview | Mapping):
@@ -315,9 +393,9 @@ class _BlockRun:
                             if self.run.claim(extra):
                                 todo.append(extra)
                         except Exception as e:  # key raised: that additional item fails
-                            self.record(e, item=extra, parent=item)
+                            await self.record(e, item=extra, parent=item)
                     return todo
-        self.record(error, item=item, parent=parent)
+        await self.record(error, item=item, parent=parent)
         return None
 
     async def item(self, item: Any, parent: Any) -> bool:
@@ -326,18 +404,18 @@ class _BlockRun:
         try:
             returned = await run.call(run.process, item)
         except Exception as e:
-            self.record(e, item=item, parent=parent)
+            await self.record(e, item=item, parent=parent)
             return False
         if returned is None:
-            self.done()
+            self.done(additional=parent is not None)
             return True
         failures_before = len(self.errors)
-        additional = self.additional(item, parent, returned)
+        additional = await self.additional(item, parent, returned)
         if additional is None:
             return False
-        self.done()
         ok = len(self.errors) == failures_before
         if not additional:
+            self.done(additional=parent is not None)
             return ok
         limiter = anyio.Semaphore(run.additional_concurrency)
         cancelled = anyio.get_cancelled_exc_class()
@@ -361,6 +439,7 @@ class _BlockRun:
         async with anyio.create_task_group() as tg:
             for extra in additional:
                 tg.start_soon(one, extra)
+        self.done(additional=parent is not None)  # once its additional items are through
         return ok
 
     async def hook(self, phase: Literal["pre_hook", "post_hook"]) -> bool:
@@ -371,7 +450,7 @@ class _BlockRun:
         try:
             await self.run.call(hook, self.block)
         except Exception as e:
-            self.record(e, phase=phase)
+            await self.record(e, phase=phase)
             return False
         return True
 
@@ -380,6 +459,7 @@ class _BlockRun:
         start = anyio.current_time()
         completed = skipped = False
         run.in_flight[self.index] = scope
+        token = _current_run.set(run)  # for report_bytes(), in this task and its threads
         try:
             with scope:
                 todo = []
@@ -387,19 +467,26 @@ class _BlockRun:
                     try:
                         if run.claim(item):
                             todo.append(item)
+                        else:
+                            run.block_items_handled += 1  # done already, elsewhere in the run
                     except Exception as e:  # key raised: that item fails
-                        self.record(e, item=item)
+                        run.block_items_handled += 1
+                        await self.record(e, item=item)
                 if not todo:
                     skipped = not self.errors
                 else:
                     if await self.hook("pre_hook"):
                         for item in todo:
                             await self.item(item, None)
+                            run.block_items_handled += 1
                             if scope.cancel_called:  # do not go on to the next item
                                 await anyio.lowlevel.checkpoint()
                         await self.hook("post_hook")
+                    else:
+                        run.block_items_handled += len(todo)  # skipped: the pre hook failed
                 completed = True
         finally:
+            _current_run.reset(token)
             del run.in_flight[self.index]
             if self.errors:
                 status = BlockStatus.FAILED  # even if cancelled afterwards: its errors say more
@@ -829,7 +916,13 @@ class ItemBlockWorkerPool:
                 self._ready.setdefault(run.priority, deque()).append(run)
                 for _ in range(min(len(run.pending), len(self._idle))):
                     self._idle.popleft().set()
-            await run.done.wait()
+            if run.on_progress is not None and run.progress_interval < math.inf:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(run.report_while_running, tg.cancel_scope)
+                    await run.done.wait()
+                    tg.cancel_scope.cancel()
+            else:
+                await run.done.wait()
         except BaseException:
             with anyio.CancelScope(shield=True):
                 run.stop()
@@ -838,6 +931,30 @@ class ItemBlockWorkerPool:
         finally:
             self._runs.remove(run)
         now = anyio.current_time()
-        run.progress(now, final=True)
+        if run.on_progress is not None:
+            await run.report(final=True)
         results = tuple(r for r in run.results if r is not None)
         return RunResult(blocks=results, duration=now - run.started)
+
+    @staticmethod
+    def report_bytes(amount: int) -> None:
+        """
+        Count ``amount`` bytes moved towards the progress of the run being processed.
+
+        Call it from ``process`` (or a hook), async or sync: it finds its run through the
+        calling context, which the pool sets for each block and which anyio passes on to
+        worker threads and to the tasks of additional items. Progress reports then carry
+        ``bytes_done`` and ``bytes_per_second`` (``None`` in a run that never reports
+        bytes). Outside a block run by a pool it raises :class:`RuntimeError`.
+
+        The pool cannot see bytes by itself: it runs your function, and only your
+        function knows what it moved (a :class:`RateLimiter` or a throttled stream knows
+        too; report from there what it granted).
+        """
+        amount = check_int(amount, "amount", minimum=0)
+        run = _current_run.get(None)
+        if run is None:
+            raise RuntimeError(
+                "report_bytes() is called from process or a hook while the pool runs a block"
+            )
+        run.add_bytes(amount)
