@@ -242,3 +242,29 @@ def test_a_thread_is_not_confused_by_trio_being_imported_meanwhile(
     limiter.acquire_blocking(5)
     limiter.acquire_nowait(5)
     assert limiter.statistics().total_granted == 10
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("origin", [0.0, 3e7, 1e8])
+async def test_no_waiter_sleeps_for_ever_on_a_clock_far_from_zero(origin: float) -> None:
+    """
+    A monotonic clock on a host up for a year (3e7 s) or three (1e8 s) has a float
+    resolution coarser than the line's EPS: a waiter woken at its moment but short by
+    less than one ulp used to sleep until woken by nobody. Every one is served, at the
+    rate, wherever the clock starts.
+    """
+    limiter = RateLimiter(7, burst=5, clock=lambda: anyio.current_time() + origin)
+    amounts = [7, 1, 3, 1, 5, 5, 5, 12]
+    gaps = [0.38, 0.21, 0.488, 0.893, 0.39, 0.607, 0.767, 0.696]
+    t0 = anyio.current_time()
+
+    async def one(delay: float, amount: int) -> None:
+        await anyio.sleep(delay)
+        await limiter.acquire(amount)
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for delay, amount in zip(itertools.accumulate(gaps), amounts, strict=True):
+                tg.start_soon(one, delay, amount)
+    assert limiter.statistics().total_granted == sum(amounts)
+    assert anyio.current_time() - t0 == pytest.approx(sum(amounts) / 7, abs=1e-6)

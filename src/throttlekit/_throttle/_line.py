@@ -308,7 +308,14 @@ class WaiterLine(Generic[W]):
         """
         fire = self.sync(now)
         if not waiter.done and waiter.wake_at <= now + EPS:
-            waiter.wake_at = math.inf
+            due = self.bucket.next_due(now)
+            if due is not None and due[0] is waiter:
+                # It is the next due after all, by less than the clock's float resolution
+                # (one ulp of a clock reading 1e8 is 15 ns, more than EPS): look again
+                # the smallest step later, rather than sleep until woken by nobody.
+                waiter.wake_at = max(now + due[1], math.nextafter(now, math.inf))
+            else:
+                waiter.wake_at = math.inf
         return fire
 
     def leave(self, waiter: W, now: float) -> list[W]:
