@@ -35,7 +35,14 @@ from ._execution._blocks import (
 from ._execution._operation_limits import OperationLimits, OperationLimitsStatistics
 from ._execution._pool import ItemBlockWorkerPool, ItemBlockWorkerPoolStatistics, PoolStatistics
 from ._policy._nodes import read_node_labels
-from ._policy._rules import ConcurrencyPolicy, Resolution, Rule, RuledPolicy, SkippedRule
+from ._policy._rules import (
+    ConcurrencyPolicy,
+    PolicyOrigin,
+    Resolution,
+    Rule,
+    RuledPolicy,
+    SkippedRule,
+)
 from ._policy._selectors import LabelSelector, SelectorRequirement
 from ._policy._velero import VeleroNodeAgentConfig
 from ._policy._watch import PolicyWatcher, PolicyWatcherStatistics
@@ -78,6 +85,7 @@ __all__ = [
     "LabelSelector",
     "OperationLimits",
     "OperationLimitsStatistics",
+    "PolicyOrigin",
     "PolicyRejectedWarning",
     "PolicyWatcher",
     "PolicyWatcherStatistics",
