@@ -19,8 +19,8 @@ if sys.version_info < (3, 11):
 class Owner:
     """A minimal primitive that owns one task, the way the watcher and the pool do."""
 
-    def __init__(self, *, reenter: bool = False, fail_start: BaseException | None = None) -> None:
-        self.tasks = OwnedTaskGroup("Owner", reenter=reenter)
+    def __init__(self, *, fail_start: BaseException | None = None) -> None:
+        self.tasks = OwnedTaskGroup("Owner")
         self.fail_start = fail_start
         self.running = 0
         self.ended = 0
@@ -93,18 +93,6 @@ async def test_entered_once_by_default_naming_the_class() -> None:
             async with owner:
                 pass
     assert owner.ended == 1
-
-
-@pytest.mark.anyio
-async def test_reenter_allows_a_new_entry_once_left_but_not_while_running() -> None:
-    """reenter=True: entered again after it was left, never twice at once."""
-    owner = Owner(reenter=True)
-    with anyio.fail_after(5):
-        for _ in range(3):
-            async with owner:
-                with pytest.raises(RuntimeError, match="this Owner is already running"):
-                    await owner.tasks.open()
-    assert (owner.running, owner.ended) == (0, 3)
 
 
 class Boom(BaseException):

@@ -408,7 +408,7 @@ def test_check_without_a_loop_propagates_base_exceptions(tmp_path: Path) -> None
 @pytest.mark.parametrize("at", [0.0, 0.5, 1.0, 2.5])
 async def test_cancelled_at_any_moment_then_entered_again(tmp_path: Path, at: float) -> None:
     """Cancelling the scope around the watcher at any moment (before, at and between polls,
-    with a change pending) stops it cleanly; waiters are told; entering again restarts it."""
+    with a change pending) stops it cleanly; waiters are told; entering it again is refused, a new watcher starts over."""
     path = tmp_path / "cfg.json"
     path.write_text(doc(2))
     watcher = PolicyWatcher(path, interval=1)
@@ -435,8 +435,11 @@ async def test_cancelled_at_any_moment_then_entered_again(tmp_path: Path, at: fl
             await watcher.wait_for_change()
         assert watcher.policy.resolve({}).value == (3 if at >= 2 else 2)
         path.write_text(doc(4))
-        async with watcher:  # a stopped watcher can be entered again
-            assert (await watcher.wait_for_change()).resolve({}).value == 4
+        with pytest.raises(RuntimeError, match="PolicyWatcher was entered already"):
+            async with watcher:  # entered once, as every primitive that owns tasks
+                pass
+        async with PolicyWatcher(path, interval=1) as again:  # to start over: a new one
+            assert again.policy.resolve({}).value == 4
 
 
 # -- problems are hard to miss without logging set up ---------------------------------------

@@ -34,9 +34,9 @@ class OwnedTaskGroup:
     The task group an async context manager opens on entry and closes on exit.
 
     ``owner`` is the owning class's name, for messages. The lifecycle rule is that a
-    primitive that owns tasks is entered once: entering it again raises
-    :class:`RuntimeError` naming the class. ``reenter=True`` relaxes that to "not while
-    it is running", for an owner that may be entered again after it was left.
+    primitive that owns tasks (the pool, the watcher) is entered once, as an anyio task
+    group is: entering it again, while it runs or after it was left, raises
+    :class:`RuntimeError` naming the class. To start over, make a new one.
 
     An owner opens it in ``__aenter__`` and closes it in ``__aexit__``; here a ticker
     (on :mod:`throttlekit.testing`'s virtual clock) that may be entered once:
@@ -70,11 +70,10 @@ class OwnedTaskGroup:
     (3, 'this Ticker was entered already: it can be entered only once')
     """
 
-    __slots__ = ("_entered", "_owner", "_reenter", "_task_group")
+    __slots__ = ("_entered", "_owner", "_task_group")
 
-    def __init__(self, owner: str, *, reenter: bool = False) -> None:
+    def __init__(self, owner: str) -> None:
         self._owner = owner
-        self._reenter = reenter
         self._entered = False
         self._task_group: TaskGroup | None = None
 
@@ -100,11 +99,11 @@ class OwnedTaskGroup:
         that exception, so every task it started is cancelled and waited for, and what
         the group raises propagates: the owner's ``__aenter__`` fails with nothing left
         running. Raises :class:`RuntimeError` naming the owner if the group is open, or
-        was opened before and ``reenter`` is false.
+        was opened before.
         """
         if self._task_group is not None:
             raise RuntimeError(f"this {self._owner} is already running")
-        if self._entered and not self._reenter:
+        if self._entered:
             raise RuntimeError(
                 f"this {self._owner} was entered already: it can be entered only once"
             )

@@ -259,9 +259,7 @@ class PolicyWatcher(Generic[P]):
         self._rejections = 0
         self._changed: anyio.Event | None = None  # created by the first waiter
         self._stopped = False  # run() has ended: no change can come any more
-        # A watcher may be entered again once left (tested), unlike the lifecycle rule for
-        # primitives that own tasks ("entered once"); see OwnedTaskGroup.
-        self._tasks = OwnedTaskGroup("PolicyWatcher", reenter=True)
+        self._tasks = OwnedTaskGroup("PolicyWatcher")  # entered once, as the pool
 
     # -- state ------------------------------------------------------------------------
 
