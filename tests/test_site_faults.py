@@ -150,6 +150,61 @@ time.sleep(60)
 """
 
 
+GREEDY_CHILD = """
+import sys, threading
+from throttlekit import Rate
+from throttlekit.redis import RedisSite
+site = RedisSite(sys.argv[1], namespace="t", member=sys.argv[2], refresh=0.05, lease=0.5)
+site.start()
+limiter = site.rate_limiter("uplink", Rate(per_second=40 * 2**20))
+print("ready", flush=True)
+while True:
+    limiter.acquire_blocking(65536)
+"""
+
+
+def test_greedy_processes_converge_to_equal_shares(redis_server: RedisServer) -> None:
+    """Three real processes, all greedy: each settles at a third, and the shares add up."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", GREEDY_CHILD, redis_server.url, f"child{i}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+        site = RedisSite(redis_server.url, namespace="t", member="parent", **FAST)
+        with site, mover(site.rate_limiter("uplink", SITE_RATE)) as m:
+            client = redis_server.client()
+            third = SITE_RATE.per_second / 3
+
+            def settled() -> bool:
+                from throttlekit._site._core import read_status
+
+                (shared,) = read_status(client, "t")["rates"]
+                shares = [member["share"] for member in shared["members"]]
+                wants = [member["want"] for member in shared["members"]]
+                return (
+                    len(shares) == 3
+                    and wants == [float("inf")] * 3
+                    and all(abs(x / third - 1) < 0.01 for x in shares)
+                    and abs(m.limiter.rate.per_second / third - 1) < 0.01
+                )
+
+            wait_until(settled, "three greedy members at a third each")
+            assert m.moves()
+    finally:
+        for child in children:
+            child.kill()
+            child.wait(WAIT)
+            if child.stdout is not None:
+                child.stdout.close()
+
+
 def test_member_killed_with_sigkill(redis_server: RedisServer) -> None:
     """Its share goes to the others once its lease has expired."""
     child = subprocess.Popen(
