@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import shutil
 
-import _redis_server
 import pytest
+
+import _redis_server
 
 
 @pytest.fixture
