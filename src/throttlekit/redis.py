@@ -41,6 +41,17 @@ __all__ = [
     "SiteStatistics",
 ]
 
-for _name in __all__:
-    globals()[_name].__module__ = __name__
-del _name
+
+def _publish() -> None:
+    # As in throttlekit/__init__.py: reprs and the reference name throttlekit.redis, and
+    # attrs annotations are resolved first, where the names they use are defined.
+    import attrs
+
+    for name in __all__:
+        obj = globals()[name]
+        if attrs.has(obj):
+            attrs.resolve_types(obj)
+        obj.__module__ = __name__
+
+
+_publish()
