@@ -438,3 +438,20 @@ def test_fallback_while_redis_is_down(
             assert a.beat()
             assert not a.statistics().degraded
             assert la.rate.per_second > 0
+
+
+def test_public_names_of_throttlekit_redis() -> None:
+    """Every public name says where it is imported from, teaches, and is in the reference."""
+    import re
+    from pathlib import Path
+
+    import throttlekit.redis as module
+
+    api = (Path(__file__).parent.parent / "docs" / "api.rst").read_text()
+    section = api[api.index(".. currentmodule:: throttlekit.redis") :]
+    documented = set(re.findall(r"^\.\. autoclass:: (\w+)$", section, re.MULTILINE))
+    assert documented == set(module.__all__)
+    for name in module.__all__:
+        obj = getattr(module, name)
+        assert obj.__module__ == "throttlekit.redis", name
+        assert obj.__doc__ and len(obj.__doc__.strip()) > 40, name
