@@ -829,7 +829,9 @@ class RedisSite:
         ``burst``: the local limiter's burst (default 0.1 s of the share). ``fallback``:
         what the share becomes while Redis is unreachable: ``"share"`` (keep the last
         one), ``"even"`` (site rate / members last seen), ``"closed"`` (pause), or a
-        rate. Asking twice for one name returns the same limiter.
+        rate. Asking twice for one name returns the same limiter. Its ``rate`` belongs to
+        the heartbeat (set the site rate here or with ``throttlekit site set-rate``);
+        limit this member further with a child: ``RateLimiter(..., parent=limiter)``.
         """
         self._require_started()
         check_name(name, "name")
