@@ -283,7 +283,7 @@ async def test_bad_slot_arguments() -> None:
 
 
 # One rule for slot() and slot_nowait(): granted when it fits and no request ahead of it
-# in line shares its kind or key. Each case: what is held, who waits (kind, key,
+# in line shares a limited kind or key with it. Each case: what is held, who waits (kind, key,
 # priority), the request, and whether it is granted at once.
 RULE_CASES = [
     # A restore of vm1 waits for vm1 (held by a backup): a restore of vm2 fits, but
@@ -300,6 +300,8 @@ RULE_CASES = [
     (("backup", "vm1"), ("restore", "vm1", 5), ("restore", "vm2", 5), False),
     # Nobody waits, but it does not fit (the restore kind is full).
     (("restore", "vm2"), None, ("restore", "vm3", 0), False),
+    # The same kind, but backups have no limit of their own: nothing to overtake on.
+    (("backup", "vm1"), ("backup", "vm1", 0), ("backup", "vm2", 0), True),
 ]
 
 

@@ -563,9 +563,9 @@ async def test_the_pool_is_entered_once() -> None:
     """A primitive that owns tasks is entered once: again, even after leaving, is refused."""
     pool = ItemBlockWorkerPool(workers=1)
     async with pool:
-        with pytest.raises(RuntimeError, match="ItemBlockWorkerPool can be entered only once"):
+        with pytest.raises(RuntimeError, match="this ItemBlockWorkerPool is already running"):
             await pool.__aenter__()
-    with pytest.raises(RuntimeError, match="ItemBlockWorkerPool can be entered only once"):
+    with pytest.raises(RuntimeError, match="ItemBlockWorkerPool was entered already: it can be"):
         async with pool:
             pass
 

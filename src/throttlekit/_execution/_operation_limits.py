@@ -103,12 +103,14 @@ class OperationLimits:
     Cancelling a waiter, or a holder, never leaks a slot.
 
     One rule decides who gets a slot, for :meth:`slot` and :meth:`slot_nowait` alike:
-    **a request is granted when it fits and no request ahead of it in line shares its
-    kind or its key.** The line is ordered by ``priority`` (higher first), then by
-    arrival. So operations on one kind or one key start first come first served (a
-    restore of vm2 does not overtake a restore of vm1 that waits for vm1 to be free),
-    while a request that shares neither with anyone waiting goes past them (a waiting
-    restore does not hold up a backup of another VM). :meth:`slot_nowait` raises
+    **a request is granted when it fits and no request ahead of it in line shares a
+    limited kind or a limited key with it.** The line is ordered by ``priority`` (higher
+    first), then by arrival; a kind is limited when it has its own limit, a key when
+    ``per_key`` is set. So operations of one limited kind, or on one key, start first
+    come first served (a restore of vm2 does not overtake a restore of vm1 that waits for
+    vm1 to be free), while a request that shares no limited counter with anyone waiting
+    goes past them (a waiting restore does not hold up a backup of another VM, nor one
+    backup another when backups have no limit of their own). :meth:`slot_nowait` raises
     :class:`anyio.WouldBlock` exactly where :meth:`slot` would wait.
 
     It bounds how many operations run, not how fast: see :class:`RateLimiter` for that.
@@ -208,8 +210,8 @@ class OperationLimits:
         its key with a waiter ahead of it that stays in line.
         """
         kept: list[_Waiter] = []
-        kinds: set[str] = set()
-        keys: set[Hashable] = set()
+        kinds: set[str] = set()  # limited kinds that a waiter kept in line needs
+        keys: set[Hashable] = set()  # keys that a waiter kept in line needs (with per_key)
         for w in self._waiters:
             overtakes = w.kind in kinds or (w.key is not None and w.key in keys)
             if not overtakes and self._fits(w.kind, w.key):
@@ -218,8 +220,9 @@ class OperationLimits:
                 w.event.set()
                 continue
             kept.append(w)
-            kinds.add(w.kind)
-            if w.key is not None:
+            if w.kind in self._per_kind:
+                kinds.add(w.kind)
+            if w.key is not None and self._per_key is not None:
                 keys.add(w.key)
         self._waiters = kept
 
@@ -230,7 +233,9 @@ class OperationLimits:
         for w in self._waiters:
             if w.order[0] > -priority:
                 break  # the rest of the line is behind this request
-            if w.kind == kind or (key is not None and w.key == key):
+            if (kind == w.kind and kind in self._per_kind) or (
+                key is not None and key == w.key and self._per_key is not None
+            ):
                 return False
         return True
 
@@ -281,7 +286,7 @@ class OperationLimits:
         """
         Take a slot now, or raise :class:`anyio.WouldBlock` where :meth:`slot` (with the
         same arguments) would wait: when it does not fit, or when a request ahead of it
-        in line shares its kind or key. Hold it for the ``with`` block.
+        in line shares a limited kind or key with it. Hold it for the ``with`` block.
         """
         kind = _check_kind(kind)
         key = self._check_key(key)

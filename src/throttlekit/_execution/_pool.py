@@ -28,6 +28,7 @@ from attrs import frozen
 
 from .._checks import check_callable, check_int, check_priority, check_seconds
 from .._errors import CallbackWarning
+from .._tasks import OwnedTaskGroup
 from ._blocks import (
     BlockResult,
     BlockStatus,
@@ -535,15 +536,21 @@ class ItemBlockWorkerPool:
     BaseExceptions raised by callables leave the ``async with`` in a
     ``BaseExceptionGroup`` (``except* KeyboardInterrupt``), after the pool has cleaned up.
     An ``Exception`` raised by ``process`` or a hook is not fatal: it is recorded as that
-    item's :class:`ItemError` and the run goes on.
+    item's :class:`ItemError` and the run goes on. One raised by ``on_error`` or
+    ``on_progress`` is not fatal either, and not hidden in a log: it is issued as a
+    :class:`CallbackWarning`.
+
+    ``workers`` can be changed while the pool runs (growing starts workers at once,
+    shrinking never cancels a block), by hand or by :meth:`follow` from a live policy.
 
     It bounds how many blocks run at once (``workers``), not how fast they go: combine it
     with a :class:`RateLimiter` for bandwidth, and :class:`OperationLimits` for limits
     per kind of operation.
 
-    Lifecycle: a primitive that owns tasks is entered once. The pool owns its workers,
-    so ``async with`` it once; entering it again (even after it was left) raises
-    :class:`RuntimeError` naming the class. Create a new pool instead.
+    Lifecycle: a primitive that owns tasks is entered once, as an anyio task group is.
+    The pool owns its workers, so ``async with`` it once; entering it again (while it
+    runs or after it was left) raises :class:`RuntimeError` naming the class. Create a
+    new pool instead.
     """
 
     def __init__(self, workers: int, *, grace_period: float = 10.0) -> None:
@@ -555,7 +562,8 @@ class ItemBlockWorkerPool:
         self._busy = 0
         self._alive = 0  # worker tasks started and not yet ended (retiring ones included)
         self._closed = anyio.Event()  # set when the context is being left (see follow)
-        self._task_group: TaskGroup | None = None
+        self._tasks = OwnedTaskGroup("ItemBlockWorkerPool")
+        self._task_group: TaskGroup | None = None  # the open group of _tasks, once entered
         self._closing = False  # the context is being left: no new runs
         self._stopping = False  # no new blocks (closing, or a callable raised a BaseException)
         self._failures: list[BaseException] = []  # BaseExceptions raised by callables
@@ -596,12 +604,8 @@ class ItemBlockWorkerPool:
         self._task_group.start_soon(self._worker)
 
     async def __aenter__(self) -> ItemBlockWorkerPool:
-        if self._task_group is not None or self._closing:
-            raise RuntimeError("an ItemBlockWorkerPool can be entered only once; create a new one")
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        task_group.start_soon(self._watch)
+        self._task_group = await self._tasks.open()  # RuntimeError if entered before
+        self._task_group.start_soon(self._watch)
         for _ in range(self._workers):
             self._start_worker()
         return self
@@ -637,14 +641,14 @@ class ItemBlockWorkerPool:
             self._fail(e)
         failures, self._failures = self._failures, []
         if not failures:
-            return await self._task_group.__aexit__(exc_type, exc, tb)
+            return await self._tasks.close(exc_type, exc, tb)
         # A callable raised a BaseException in a worker. Raise it here, where a task group
         # would: the worker could not (on asyncio, a KeyboardInterrupt or SystemExit leaving
         # a task stops the event loop). Whatever else the task group raises joins it, but a
         # cancellation: as in anyio, the failures replace it.
         members: list[BaseException] = []
         try:
-            await self._task_group.__aexit__(exc_type, exc, tb)
+            await self._tasks.close(exc_type, exc, tb)
         except BaseExceptionGroup as group:
             members.extend(group.exceptions)
         except anyio.get_cancelled_exc_class():
@@ -722,14 +726,24 @@ class ItemBlockWorkerPool:
         async ``wait_for_change()`` returning the new policy, such as a
         :class:`PolicyWatcher`): its current policy is applied at once, then each new
         one; or an async iterable: each value it yields is applied. ``to_workers(value)``
-        turns a value into a worker count (default: the value is the count)::
+        turns a value into a worker count (default: the value is the count). With a
+        watcher it is typically ``lambda policy: policy.resolve(node_labels).value``
+        (the recipe in the execution docs wires a :class:`PolicyWatcher` this way):
 
-            async with PolicyWatcher(path) as watcher, ItemBlockWorkerPool(workers=1) as pool:
-                async with anyio.create_task_group() as tg:
-                    await tg.start(pool.follow, watcher,
-                                   lambda policy: policy.resolve(node_labels).value)
-                    result = await pool.run(blocks, back_up)
-                    tg.cancel_scope.cancel()   # stop following (or leave the pool first)
+        >>> import anyio
+        >>> from throttlekit.testing import run
+        >>> async def counts():          # a live source: 2 workers, then 4 a second later
+        ...     yield 2
+        ...     await anyio.sleep(1)
+        ...     yield 4
+        >>> async def main():
+        ...     async with ItemBlockWorkerPool(workers=1) as pool, anyio.create_task_group() as tg:
+        ...         await tg.start(pool.follow, counts())
+        ...         seen = [pool.workers]
+        ...         await anyio.sleep(1.5)
+        ...         return seen + [pool.workers]
+        >>> run(main)
+        [2, 4]
 
         With ``task_group.start(pool.follow, ...)``, the start completes once the first
         count is applied. A count that cannot be applied (``to_workers`` raises an
@@ -860,10 +874,19 @@ class ItemBlockWorkerPool:
         ``key(item)`` is an item's identity: with it, an item is processed at most once
         per run, whichever block or parent it comes from (a ``key`` that raises fails
         that item). ``fail_fast=True`` cancels the rest of the run at the first error.
-        ``on_error(item_error)`` is called as each error happens, ``on_progress(progress)``
-        at most every ``progress_interval`` seconds and once at the end (both sync; an
-        Exception they raise is logged and the run goes on). ``priority``: higher runs
-        are served first when several share the pool.
+        ``priority``: higher runs are served first when several share the pool.
+
+        ``on_error(item_error)`` is called as each error happens, in the task where it
+        happened (the block waits for it). ``on_progress(progress)`` gets a
+        :class:`RunProgress` every ``progress_interval`` seconds while the run goes, also
+        while a long block is in flight (``0``: whenever something changed; ``math.inf``:
+        never), and exactly once at the end with ``finished=True``; it is called from the
+        task awaiting ``run``, so a slow one holds up no worker. Both may be async
+        (awaited) or sync (called in the event loop: keep them quick). An Exception they
+        raise does not stop the run: it is issued as a :class:`CallbackWarning` (shown on
+        stderr by default; with the warning made an error, it ends the pool like a
+        BaseException). ``process`` may count the bytes it moves with
+        :meth:`report_bytes`.
 
         An Exception raised by ``process`` or a hook is recorded, never raised. A
         BaseException raised by any of these callables ends the pool (see the class);
