@@ -278,7 +278,9 @@ def test_a_throttle_failure_after_start_keeps_the_command(
     seen: list[int] = []
     raised: list[BaseException] = []
 
-    async def failing_throttle(process: subprocess.Popen[bytes], percent: float) -> None:
+    async def failing_throttle(
+        process: subprocess.Popen[bytes], percent: float, *, include_children: bool
+    ) -> None:
         seen.append(process.pid)
         if where == "after a while":
             for _ in range(5):
@@ -290,7 +292,7 @@ def test_a_throttle_failure_after_start_keeps_the_command(
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     command = ["sh", "-c", "sleep 0.05; exit 7"]
     if is_error:
-        assert run_command(command, cpu=50) == 7
+        assert run_command(command, cpu=50, backend="signals") == 7
         err = capfd.readouterr().err
         warnings = [line for line in err.splitlines() if line.startswith("throttlekit: ")]
         assert len(warnings) == 1, err
@@ -299,7 +301,7 @@ def test_a_throttle_failure_after_start_keeps_the_command(
     else:
         interrupts = (KeyboardInterrupt, SystemExit, CustomBaseError, asyncio.CancelledError)
         with pytest.raises((*interrupts, BaseExceptionGroup)) as caught:
-            run_command(command, cpu=50)  # anyio.run: on asyncio
+            run_command(command, cpu=50, backend="signals")  # anyio.run: on asyncio
         assert type(raised[0]) in leaves(caught.value)
     assert state(seen[0]) == "gone"  # waited for: reaped, not orphaned
     assert {s: signal.getsignal(s) for s in before} == before
@@ -319,19 +321,25 @@ def test_a_command_that_becomes_unsignallable_runs_on_uncapped(
 
     monkeypatch.setattr(cpu_module._Target, "signal", refuse_stops)
     busy_then_7 = "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; exit 7"
-    assert run_command(["sh", "-c", busy_then_7], cpu=5) == 7
+    assert run_command(["sh", "-c", busy_then_7], cpu=5, backend="signals") == 7
     assert "cannot signal process" in capfd.readouterr().err
 
 
 # -- signals ----------------------------------------------------------------------------
 
 BUSY_SH = "echo $$; while :; do :; done"
+# `throttlekit run --cpu PERCENT --backend signals -- COMMAND...` (run_command itself, so
+# that these tests do not depend on the option parser)
+RUN_SIGNALS = (
+    "import sys; from throttlekit._cli._run import run_command; "
+    "sys.exit(run_command(sys.argv[2:], cpu=float(sys.argv[1]), backend='signals'))"
+)
 
 
-def start_run(*options: str) -> tuple[subprocess.Popen[bytes], int]:
-    """`throttlekit run OPTIONS -- sh -c BUSY_SH`, and the command's pid."""
+def start_run(cpu: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`throttlekit run --cpu CPU --backend signals -- sh -c BUSY_SH`, and its pid."""
     run = subprocess.Popen(
-        [sys.executable, "-m", "throttlekit", "run", *options, "--", "sh", "-c", BUSY_SH],
+        [sys.executable, "-c", RUN_SIGNALS, cpu, "sh", "-c", BUSY_SH],
         stdout=subprocess.PIPE,
     )
     assert run.stdout is not None
@@ -341,7 +349,7 @@ def start_run(*options: str) -> tuple[subprocess.Popen[bytes], int]:
 @linux_only
 def test_sigterm_is_forwarded_even_to_a_stopped_command() -> None:
     """SIGTERM to throttlekit reaches the (mostly stopped) command: exit 128 + 15."""
-    run, command = start_run("--cpu", "5")
+    run, command = start_run("5")
     try:
         wait_until(lambda: state(command) == "T", "the command stopped once")
         run.send_signal(signal.SIGTERM)
@@ -400,7 +408,7 @@ def test_sigkill_of_throttlekit_never_leaves_the_command_stopped(attempt: int) -
     command is stopped: the command is continued (by the watchdog, and by its
     parent-death signal), and the watchdog exits.
     """
-    run, command = start_run("--cpu", "5")
+    run, command = start_run("5")
     try:
         freeze_while_stopped(run, command)
         helpers = [pid for pid in children(run.pid) if pid != command]
@@ -424,7 +432,7 @@ def test_the_parent_death_signal_continues_the_command_without_the_watchdog() ->
     still continues the command, through the SIGCONT the kernel sends when its parent
     dies.
     """
-    run, command = start_run("--cpu", "5")
+    run, command = start_run("5")
     try:
         freeze_while_stopped(run, command)
         helpers = [pid for pid in children(run.pid) if pid != command]

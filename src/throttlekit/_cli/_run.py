@@ -1,8 +1,24 @@
 """
 ``throttlekit run``: start a command at lower priority and under a CPU cap.
 
-Like ``nice -n 10 ionice -c2 -n6 cpulimit -l 30 -- CMD``, in one step that never leaves
-the command stopped and never loses its exit status:
+Like ``nice -n 10 ionice -c2 -n6 cpulimit -l 30 -m -- CMD``, in one step that never leaves
+the command stopped and never loses its exit status.
+
+The cap covers the whole process tree (the command and every process it starts:
+``tar czf`` and its ``gzip``) unless told otherwise (``children=False``,
+``--no-children``). It is held one of two ways (``backend``, ``--backend``):
+
+* ``cgroup``: the kernel's own quota. A cgroup is made for the command (v2 ``cpu.max``,
+  or v1 ``cpu.cfs_quota_us`` where the cpu controller is on a v1 hierarchy), the
+  command joins it before it execs, so every child is born inside, and the cgroup is
+  removed when the command ends. Exact, costs nothing while it runs, never stops
+  anything. Needs a cgroup this process may write: root, or a delegated v2 subtree whose
+  ``cgroup.subtree_control`` enables ``cpu`` (see :func:`cgroup_place`).
+* ``signals``: :func:`throttle_process` stops and continues the processes
+  (SIGSTOP/SIGCONT) so their average stays at the cap, as ``cpulimit`` does. Works
+  anywhere, for the command alone too; coarse (it pauses I/O as well).
+* ``auto`` (the default): ``cgroup`` when it is available and can express the request,
+  else ``signals``. :func:`describe_cap` says which one and why (``-v``).
 
 * Every option is checked before the command starts (:func:`check_run_options`): a bad
   value, or a priority this process may not give, is an error and nothing runs.
@@ -17,7 +33,13 @@ the command stopped and never loses its exit status:
   command is continued twice over: by :func:`throttle_process`'s watchdog, and by the
   kernel, which sends the command SIGCONT when this process dies (its parent-death
   signal, set as it starts). It then runs on, unthrottled, as an orphan; its exit status
-  is lost with this process.
+  is lost with this process. With the cgroup backend nothing is ever stopped: the
+  command runs on in its cgroup, still capped, and the next ``throttlekit run`` removes
+  that cgroup once it is empty.
+* With the cgroup backend, processes the command left running in the background when
+  it ends are moved back to this process's own cgroup (the cap lasts as long as the
+  command, as with signals), and the cgroup is removed on every way out (the command's
+  end, Ctrl-C, a failed start).
 """
 
 from __future__ import annotations
@@ -29,27 +51,41 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
+import attrs
 from attrs import frozen
 
 from .._checks import check_number, check_optional_int
 from .._errors import ConfigError, ProcessControlError
 from .._throttle._cpu import (
+    CGROUP_MIN_PERCENT,
+    CpuCgroup,
     _apply_priority_in_child,
+    _CgroupPlace,
     _check_priority,
     _libc,
     available_cpus,
+    cgroup_place,
     throttle_process,
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["RunOptions", "check_run_options", "parse_ionice", "run_command"]
+__all__ = [
+    "BACKENDS",
+    "RunOptions",
+    "check_run_options",
+    "describe_cap",
+    "parse_ionice",
+    "run_command",
+]
+
+BACKENDS: Final = ("auto", "cgroup", "signals")
 
 _IONICE_NAMES: Final = {
     "none": "none",
@@ -110,6 +146,11 @@ class RunOptions:
     io_class: str
     io_level: int | None
     io_value: int
+    children: bool = True  # the cap covers the command's descendants too
+    backend: str | None = None  # "cgroup" or "signals" when cpu is set
+    requested: str = "auto"  # the backend asked for: "auto" may fall back to signals
+    why: str = ""  # why that backend
+    place: _CgroupPlace | None = None  # where the cgroup is made (backend "cgroup")
 
 
 @frozen(kw_only=True)
@@ -152,6 +193,8 @@ def check_run_options(
     cpu: float | None = None,
     nice: int | None = None,
     ionice: str | None = None,
+    children: bool = True,
+    backend: str = "auto",
 ) -> RunOptions:
     """
     Check everything ``throttlekit run`` was given, before anything starts.
@@ -164,9 +207,22 @@ def check_run_options(
     unless told to); a value below this process's own needs the privilege the kernel
     asks for (root, CAP_SYS_NICE, or a ``RLIMIT_NICE`` that allows it). ``ionice`` is
     ``CLASS[:LEVEL]`` (:func:`parse_ionice`); the realtime class needs CAP_SYS_NICE or
-    CAP_SYS_ADMIN.
+    CAP_SYS_ADMIN. ``children`` (default True) extends the cap to every descendant.
+    ``backend`` is ``"auto"``, ``"cgroup"`` or ``"signals"`` (module docstring):
+    ``"cgroup"`` where no cgroup may be made, ``"cgroup"`` with ``children=False``, or a
+    backend other than ``"auto"`` without ``cpu`` is a :class:`ConfigError`.
     """
-    return _check(argv, cpu, nice, ionice, _privileges(), available_cpus())
+    return _check(
+        argv,
+        cpu,
+        nice,
+        ionice,
+        _privileges(),
+        available_cpus(),
+        children=children,
+        backend=backend,
+        find_place=cgroup_place,
+    )
 
 
 def _check(
@@ -176,6 +232,10 @@ def _check(
     ionice: object,
     privileges: _Privileges,
     cpus: float,
+    *,
+    children: object = True,
+    backend: object = "auto",
+    find_place: Callable[[], _CgroupPlace | str] = cgroup_place,
 ) -> RunOptions:
     if isinstance(argv, str | bytes) or not isinstance(argv, Sequence):
         raise TypeError(f"argv must be a sequence of strings, got {argv!r}")
@@ -216,6 +276,11 @@ def _check(
             "(CAP_SYS_NICE or CAP_SYS_ADMIN)"
         )
     io_value = _check_priority(nice, io_class, io_level)
+    if not isinstance(children, bool):
+        raise TypeError(f"children must be True or False, got {children!r}")
+    chosen, why, place = _choose_backend(
+        None if cpu is None else float(cpu), children, backend, find_place
+    )
     return RunOptions(
         argv=tuple(argv),
         cpu=None if cpu is None else float(cpu),
@@ -223,7 +288,63 @@ def _check(
         io_class=io_class,
         io_level=io_level,
         io_value=io_value,
+        children=children,
+        backend=chosen,
+        why=why,
+        place=place,
+        requested=str(backend),  # checked by _choose_backend
     )
+
+
+def _choose_backend(
+    cpu: float | None,
+    children: bool,
+    backend: object,
+    find_place: Callable[[], _CgroupPlace | str],
+) -> tuple[str | None, str, _CgroupPlace | None]:
+    """(backend, why, where the cgroup goes) for the checked options."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    if backend not in BACKENDS:
+        raise _invalid(f"invalid --backend {backend!r}: auto, cgroup or signals")
+    if cpu is None:
+        if backend != "auto":
+            raise _invalid(f"--backend {backend} needs --cpu: without it nothing is capped")
+        return None, "", None
+    if backend == "signals":
+        return "signals", "--backend signals", None
+    if not children:
+        if backend == "cgroup":
+            raise _invalid(
+                "--no-children needs --backend signals: a cgroup caps every process in "
+                "it, children included"
+            )
+        return "signals", "--no-children: a cgroup would cap the children too", None
+    if cpu < CGROUP_MIN_PERCENT:
+        found: _CgroupPlace | str = (
+            f"a cgroup quota cannot go below {CGROUP_MIN_PERCENT:g}% of one core"
+        )
+    else:
+        found = find_place()
+    if isinstance(found, _CgroupPlace):
+        why = "--backend cgroup" if backend == "cgroup" else "auto: a cgroup may be made here"
+        return "cgroup", why, found
+    if backend == "cgroup":
+        raise _invalid(f"--backend cgroup is not available here: {found}")
+    return "signals", f"auto: no cgroup ({found})", None
+
+
+def describe_cap(options: RunOptions, cgroup: CpuCgroup | None = None) -> str:
+    """One line: how ``--cpu`` is held for this run, and why that way."""
+    if options.cpu is None:
+        return "no --cpu: no CPU cap"
+    who = "the whole process tree" if options.children else "the command only"
+    if options.backend == "cgroup":
+        where = cgroup.describe() if cgroup is not None else f"a cgroup in {options.place}"
+        how = f"by the kernel ({where})"
+    else:
+        how = "by stopping and continuing (SIGSTOP/SIGCONT, as cpulimit does)"
+    return f"--cpu {options.cpu:g} for {who}, {how}; {options.why}"
 
 
 def run_command(
@@ -232,20 +353,40 @@ def run_command(
     cpu: float | None = None,
     nice: int | None = None,
     ionice: str | None = None,
+    children: bool = True,
+    backend: str = "auto",
+    verbose: bool = False,
 ) -> int:
     """
     Run ``argv`` as described above; returns the exit status to exit with.
 
     Call it from the main thread (it handles signals). The options are checked first
     (:func:`check_run_options`); a command that cannot start is a
-    :class:`ProcessControlError`.
+    :class:`ProcessControlError`. ``verbose`` writes one line to stderr saying how the
+    CPU cap is held and why (:func:`describe_cap`).
     """
-    return _run(check_run_options(argv, cpu=cpu, nice=nice, ionice=ionice))
+    options = check_run_options(
+        argv, cpu=cpu, nice=nice, ionice=ionice, children=children, backend=backend
+    )
+    if not isinstance(verbose, bool):
+        raise TypeError(f"verbose must be True or False, got {verbose!r}")
+    return _run(options, verbose=verbose)
 
 
-def _run(options: RunOptions) -> int:
+def _say(kind: str, message: str) -> None:
+    """One ``throttlekit: KIND: MESSAGE`` line on stderr; nothing if stderr is closed."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        stream.write(f"throttlekit: {kind}: {message}\n")
+        stream.flush()
+
+
+def _run(options: RunOptions, *, verbose: bool = False) -> int:
     process: subprocess.Popen[bytes] | None = None
     early: list[int] = []
+    cgroup: CpuCgroup | None = None
 
     def forward(signum: int, frame: Any) -> None:
         if process is None:
@@ -265,24 +406,94 @@ def _run(options: RunOptions) -> int:
         if previous.get(signum, signal.SIG_IGN) is signal.SIG_IGN
     }
     try:
-        process = _start(options, ignored)
-        for number in early:
-            process.send_signal(number)
+        if options.backend == "cgroup":
+            cgroup, options = _make_cgroup(options)
         try:
-            if options.cpu is not None:
-                _throttle(process, options.cpu, options.argv[0])
+            process, options = _start(options, ignored, cgroup)
+            if verbose and options.cpu is not None:
+                _say("info", describe_cap(options, cgroup))
+            for number in early:
+                process.send_signal(number)
+            try:
+                if options.cpu is not None and options.backend == "signals":
+                    _throttle(process, options.cpu, options.argv[0], options.children)
+            finally:
+                status = process.wait()  # reached on every way out: never orphaned
         finally:
-            status = process.wait()  # reached on every way out: never orphaned
+            if cgroup is not None:
+                _remove_cgroup(cgroup)
     finally:
         for signum, handler in previous.items():  # None: set outside Python; the default
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
     return status if status >= 0 else 128 - status
 
 
-def _start(options: RunOptions, ignored: set[signal.Signals]) -> subprocess.Popen[bytes]:
+def _make_cgroup(options: RunOptions) -> tuple[CpuCgroup | None, RunOptions]:
+    """The command's cgroup; with ``auto``, signals instead when it cannot be made."""
+    assert options.place is not None
+    assert options.cpu is not None
+    try:
+        return CpuCgroup(options.place, options.cpu), options
+    except OSError as e:
+        reason = f"cannot make a cgroup in {options.place.parent}: {e.strerror or e}"
+        if options.requested != "auto":
+            raise ProcessControlError(e.errno or errno.EPERM, reason) from e
+        return None, _fall_back(options, reason)
+
+
+def _fall_back(options: RunOptions, reason: str) -> RunOptions:
+    return attrs.evolve(options, backend="signals", why=f"auto: no cgroup ({reason})", place=None)
+
+
+def _remove_cgroup(cgroup: CpuCgroup) -> None:
+    try:
+        left = cgroup.close()
+    except OSError as e:
+        left, failure = [], f" ({e.strerror or e})"
+    else:
+        failure = ""
+        if not left:
+            return
+    count = f"{len(left)} process(es) still in it keep the cap" if left else "it is not empty"
+    _say("warning", f"cannot remove the cgroup {cgroup.path}{failure}: {count}")
+
+
+def _start(
+    options: RunOptions, ignored: set[signal.Signals], cgroup: CpuCgroup | None
+) -> tuple[subprocess.Popen[bytes], RunOptions]:
+    """Start the command (in ``cgroup`` if given); the options it really runs with."""
+    if cgroup is None:
+        return _popen(options, ignored, None), options
+    report, tell = os.pipe()  # the child writes why it could not join, then fails
+    try:
+        try:
+            return _popen(options, ignored, (cgroup, tell)), options
+        except ProcessControlError:
+            os.close(tell)
+            tell = -1
+            why = os.read(report, 64).decode()
+            if not why:
+                raise  # it joined: something else failed
+        code = int(why)
+        reason = f"cannot move {options.argv[0]} into {cgroup.path}: {os.strerror(code)}"
+        if options.requested != "auto":
+            raise ProcessControlError(code, reason)
+        options = _fall_back(options, reason)
+        return _popen(options, ignored, None), options
+    finally:
+        os.close(report)
+        if tell >= 0:
+            os.close(tell)
+
+
+def _popen(
+    options: RunOptions,
+    ignored: set[signal.Signals],
+    cgroup: tuple[CpuCgroup, int] | None,
+) -> subprocess.Popen[bytes]:
     name = options.argv[0]
     libc = _libc()  # loaded here, not in the child
-    death_signal = signal.SIGCONT if options.cpu is not None else None
+    death_signal = signal.SIGCONT if options.backend == "signals" else None
 
     def in_child() -> None:
         for signum in (signal.SIGINT, *_FORWARDED):
@@ -292,6 +503,12 @@ def _start(options: RunOptions, ignored: set[signal.Signals]) -> subprocess.Pope
             # resumes a stopped process). Tied to the thread that forks: this one, the
             # main thread, which lives as long as this process.
             libc.prctl(_PR_SET_PDEATHSIG, int(death_signal), 0, 0, 0)
+        if cgroup is not None:  # before the exec: every child it starts is born inside
+            try:
+                cgroup[0].join_in_child()
+            except OSError as e:
+                os.write(cgroup[1], str(e.errno or errno.EPERM).encode())
+                raise
         _apply_priority_in_child(options.nice, options.io_value)
 
     try:
@@ -308,9 +525,9 @@ def _start(options: RunOptions, ignored: set[signal.Signals]) -> subprocess.Pope
         ) from e
 
 
-def _throttle(process: subprocess.Popen[bytes], cpu: float, name: str) -> None:
+def _throttle(process: subprocess.Popen[bytes], cpu: float, name: str, children: bool) -> None:
     try:
-        anyio.run(_throttle_until_exit, process, cpu)
+        anyio.run(_throttle_until_exit, process, cpu, children)
     except Exception as e:  # the command runs on: say so, then wait for it
         sys.stderr.write(
             f"throttlekit: warning: cannot hold {name} to --cpu {cpu:g} ({_describe(e)}); "
@@ -325,7 +542,9 @@ def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-async def _throttle_until_exit(process: subprocess.Popen[bytes], cpu: float) -> None:
+async def _throttle_until_exit(
+    process: subprocess.Popen[bytes], cpu: float, children: bool
+) -> None:
     async with anyio.create_task_group() as tg:
 
         async def wait() -> None:
@@ -333,5 +552,5 @@ async def _throttle_until_exit(process: subprocess.Popen[bytes], cpu: float) -> 
             tg.cancel_scope.cancel()
 
         tg.start_soon(wait)
-        await throttle_process(process, cpu)
+        await throttle_process(process, cpu, include_children=children)
         tg.cancel_scope.cancel()

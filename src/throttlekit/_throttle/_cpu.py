@@ -653,6 +653,246 @@ async def _duty_cycle(
             _resume(target, pids)
 
 
+# -- a cgroup with a CPU quota (the kernel's cap) -------------------------------------------
+
+_CG_PREFIX: Final = "throttlekit-run-"
+_CG_PERIOD: Final = 100_000  # microseconds: the kernel's default period
+_CG_MAX_PERIOD: Final = 1_000_000
+_CG_MIN_QUOTA: Final = 1_000
+CGROUP_MIN_PERCENT: Final = 100.0 * _CG_MIN_QUOTA / _CG_MAX_PERIOD  # 0.1% of one core
+
+
+@frozen(kw_only=True)
+class _CgroupPlace:
+    """Where a cgroup with a CPU quota can be made: in ``parent``, for cgroup ``version``."""
+
+    version: Literal[1, 2]
+    parent: Path  # the directory the new cgroup is made in
+    origin: Path  # this process's own cgroup: processes left at the end go back there
+
+
+def _unescape_mount(text: str) -> str:
+    """Mount points in mountinfo escape space, tab, newline and backslash as octal."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and text[i + 1 : i + 4].isdigit():
+            out.append(chr(int(text[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _cgroup_mounts(mountinfo: str) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """(root, mount point) of the cgroup v2 mount and of the v1 mount holding ``cpu``."""
+    v2 = v1 = None
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(fields) < 5 or len(tail) < 3:
+            continue
+        where = (_unescape_mount(fields[3]), _unescape_mount(fields[4]))
+        if tail[0] == "cgroup2" and v2 is None:
+            v2 = where
+        elif tail[0] == "cgroup" and "cpu" in tail[2].split(",") and v1 is None:
+            v1 = where
+    return v2, v1
+
+
+def _cgroup_dir(mount: tuple[str, str], path: str) -> Path | None:
+    """The directory of cgroup ``path`` (from /proc/self/cgroup) under ``mount``."""
+    root, point = mount
+    root = root.rstrip("/")
+    if path != root and not path.startswith(root + "/"):
+        return None  # our cgroup is not visible through this mount
+    return Path(point) / path[len(root) :].lstrip("/")
+
+
+def _words(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _find_cgroup_place(mountinfo: str, cgroup_text: str) -> _CgroupPlace | str:
+    """
+    Where this process may make a cgroup with a CPU quota, or why it may not (a sentence).
+
+    cgroup v2: a directory whose ``cgroup.subtree_control`` enables ``cpu`` for its
+    children and that this process may write to: its own cgroup, or else the nearest
+    parent (its own cgroup usually holds processes, and v2 enables controllers only where
+    it holds none). No controller is enabled anywhere, so nothing changes for other
+    cgroups. cgroup v1: its own cgroup in the hierarchy that has ``cpu``.
+    """
+    v2_mount, v1_mount = _cgroup_mounts(mountinfo)
+    reasons = []
+    for line in cgroup_text.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "" and v2_mount is not None:
+            own = _cgroup_dir(v2_mount, path)
+            if own is None:
+                reasons.append("cgroup v2: this process's cgroup is not mounted here")
+                continue
+            top = Path(v2_mount[1])
+            directory = own
+            while True:
+                if "cpu" in _words(directory / "cgroup.subtree_control") and os.access(
+                    directory / "cgroup.procs", os.W_OK
+                ):
+                    return _CgroupPlace(version=2, parent=directory, origin=own)
+                if directory == top or top not in directory.parents:
+                    break
+                directory = directory.parent
+            reasons.append(
+                f"cgroup v2: the cpu controller is not enabled for the children of {own} "
+                "or of a parent this process may write to (cgroup.subtree_control)"
+            )
+        elif "cpu" in controllers.split(",") and v1_mount is not None:
+            own = _cgroup_dir(v1_mount, path)
+            if own is None:
+                reasons.append("cgroup v1: this process's cpu cgroup is not mounted here")
+            elif not os.access(own, os.W_OK):
+                reasons.append(f"cgroup v1: this process may not write to {own}")
+            else:
+                return _CgroupPlace(version=1, parent=own, origin=own)
+    if not reasons:
+        reasons.append("no cgroup hierarchy with the cpu controller is mounted")
+    return "; ".join(reasons)
+
+
+def cgroup_place() -> _CgroupPlace | str:
+    """:func:`_find_cgroup_place` for this process (a reason when not Linux)."""
+    try:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+        cgroup_text = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return "no /proc/self/mountinfo or /proc/self/cgroup (not Linux)"
+    return _find_cgroup_place(mountinfo, cgroup_text)
+
+
+def _cgroup_quota(percent: float) -> tuple[int, int]:
+    """(quota, period) in microseconds for ``percent`` of one core; at least 0.1%."""
+    if percent < CGROUP_MIN_PERCENT:
+        raise ValueError(
+            f"percent must be at least {CGROUP_MIN_PERCENT:g} for a cgroup quota, got {percent!r}"
+        )
+    period = _CG_PERIOD
+    if percent * period / 100 < _CG_MIN_QUOTA:  # a longer period for a tiny share
+        period = min(_CG_MAX_PERIOD, math.ceil(_CG_MIN_QUOTA * 100 / percent))
+    return max(_CG_MIN_QUOTA, round(percent * period / 100)), period
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+class CpuCgroup:
+    """
+    A cgroup made for one command, with its CPU quota: the kernel holds every process in
+    it (threads and children alike) to ``percent`` of one core, exactly, without ever
+    stopping them.
+
+    Made in :func:`cgroup_place`'s directory as ``throttlekit-run-PID-XXXXXX``. A process
+    joins it with :meth:`join_in_child` between fork and exec (so its children are born
+    inside); :meth:`close` moves any process still in it back to this process's own
+    cgroup and removes it. Empty cgroups left by a throttlekit that was killed outright
+    are removed when the next one is made.
+    """
+
+    def __init__(self, place: _CgroupPlace, percent: float) -> None:
+        self.place = place
+        self.quota, self.period = _cgroup_quota(percent)
+        _sweep_stale(place.parent)
+        self.path = place.parent / f"{_CG_PREFIX}{os.getpid()}-{os.urandom(3).hex()}"
+        self._procs = -1
+        os.mkdir(self.path)
+        try:
+            if place.version == 2:
+                (self.path / "cpu.max").write_text(f"{self.quota} {self.period}\n")
+            else:
+                (self.path / "cpu.cfs_period_us").write_text(f"{self.period}\n")
+                (self.path / "cpu.cfs_quota_us").write_text(f"{self.quota}\n")
+            self._procs = os.open(self.path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        except BaseException:
+            self._remove()
+            raise
+
+    def describe(self) -> str:
+        """The setting, as the kernel spells it, and where."""
+        if self.place.version == 2:
+            setting = f"cpu.max {self.quota} {self.period}"
+        else:
+            setting = f"cpu.cfs_quota_us {self.quota} / cpu.cfs_period_us {self.period}"
+        return f"cgroup v{self.place.version} {setting} in {self.path}"
+
+    def join_in_child(self) -> None:
+        """Move the calling process in (for a forked child, before it execs)."""
+        os.write(self._procs, b"0")
+
+    def pids(self) -> list[int]:
+        return [int(word) for word in _words(self.path / "cgroup.procs")]
+
+    def close(self) -> list[int]:
+        """
+        Move every process still in the cgroup back to the origin and remove the cgroup;
+        returns the pids that could not be moved (the cgroup then stays, with them in it).
+        """
+        if self._procs >= 0:
+            os.close(self._procs)
+            self._procs = -1
+        stuck: list[int] = []
+        origin = self.place.origin / "cgroup.procs"
+        for _ in range(_CG_TRIES):
+            stuck = []
+            for pid in self.pids():
+                try:
+                    origin.write_text(f"{pid}\n")
+                except ProcessLookupError:
+                    pass
+                except OSError:
+                    stuck.append(pid)
+            if stuck:
+                break
+            if self._remove():
+                return []
+            time.sleep(0.01)  # an exiting process is still counted for a moment
+        return stuck or self.pids()
+
+    def _remove(self) -> bool:
+        try:
+            os.rmdir(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
+
+
+_CG_TRIES: Final = 100
+
+
+def _sweep_stale(parent: Path) -> None:
+    """Remove empty cgroups of ours whose throttlekit is gone (killed outright)."""
+    try:
+        entries = list(parent.glob(f"{_CG_PREFIX}*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(_CG_PREFIX) :].partition("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):  # not empty: its processes keep the cap
+                os.rmdir(entry)
+
+
 # -- priorities -----------------------------------------------------------------------------
 
 IoClass = Literal["none", "realtime", "best-effort", "idle"]
