@@ -103,10 +103,12 @@ def group_of(pid: int) -> str:
     return ""
 
 
-def our_cgroups() -> list[Path]:
-    """Cgroups made by a throttlekit run started from this test process's children."""
+def our_cgroups(pid: int | None = None) -> list[Path]:
+    """Cgroups made by throttlekit runs (of process ``pid`` only, if given: other test
+    runs on the machine make and remove theirs meanwhile)."""
     assert isinstance(PLACE, _CgroupPlace)
-    return sorted(PLACE.parent.glob(f"{cpu_module._CG_PREFIX}*"))
+    owner = "" if pid is None else f"{pid}-"
+    return sorted(PLACE.parent.glob(f"{cpu_module._CG_PREFIX}{owner}*"))
 
 
 # -- the whole tree, by default --------------------------------------------------------------
@@ -352,10 +354,10 @@ def test_the_command_and_its_children_are_born_in_the_cgroup() -> None:
 @linux_only
 @needs_cgroup
 def test_the_cgroup_is_removed_when_the_command_cannot_start() -> None:
-    before = our_cgroups()
+    before = our_cgroups(os.getpid())
     with pytest.raises(ProcessControlError, match="command not found"):
         run_command(["no-such-command-here"], cpu=30, backend="cgroup")
-    assert our_cgroups() == before
+    assert our_cgroups(os.getpid()) == before
 
 
 @linux_only
@@ -436,7 +438,7 @@ def test_a_command_that_cannot_join_the_cgroup(
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(CpuCgroup, "join_in_child", refuse)
-    before = our_cgroups()
+    before = our_cgroups(os.getpid())
     if backend == "cgroup":
         with pytest.raises(ProcessControlError, match=r"cannot move sh into .*: Permission denied"):
             run_command(["sh", "-c", "exit 4"], cpu=30, backend=backend)
@@ -445,7 +447,7 @@ def test_a_command_that_cannot_join_the_cgroup(
         err = capfd.readouterr().err
         assert "by stopping and continuing" in err
         assert "auto: no cgroup (cannot move sh into" in err
-    assert our_cgroups() == before
+    assert our_cgroups(os.getpid()) == before
 
 
 @linux_only
