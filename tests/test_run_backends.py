@@ -275,6 +275,30 @@ def test_v1_cpu_hierarchy_and_a_container_mount_root(tmp_path: Path) -> None:
     assert elsewhere == "cgroup v1: this process's cpu cgroup is not mounted here"
 
 
+def test_cgroups_this_process_may_not_write_are_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not root and not delegated: the parent that enables cpu is not writable either."""
+    top = fake_v2(tmp_path, {"": "cpu\n", "a": "cpu\n", "a/b": ""})
+    # its own cgroup, and the top's cgroup.procs but not the top itself (no mkdir there)
+    writable = {top / "a" / "b", top / "a" / "b" / "cgroup.procs", top / "cgroup.procs"}
+    monkeypatch.setattr(cpu_module.os, "access", lambda path, mode: Path(path) in writable)
+    mountinfo = f"41 31 0:38 / {top} rw - cgroup2 cgroup2 rw\n"
+    reason = _find_cgroup_place(mountinfo, "0::/a/b\n")
+    assert isinstance(reason, str)
+    assert "or of a parent this process may write to" in reason
+    writable |= {top / "a", top / "a" / "cgroup.procs"}
+    assert _find_cgroup_place(mountinfo, "0::/a/b\n") == _CgroupPlace(
+        version=2, parent=top / "a", origin=top / "a" / "b"
+    )
+    point = tmp_path / "cpu"
+    point.mkdir()
+    v1 = f"32 31 0:29 / {point} rw - cgroup cgroup rw,cpu\n"
+    assert (
+        _find_cgroup_place(v1, "1:cpu:/\n") == f"cgroup v1: this process may not write to {point}"
+    )
+
+
 def test_mount_points_with_spaces_and_no_cgroups() -> None:
     mountinfo = r"32 31 0:29 / /sys/fs/cg\040x rw - cgroup cgroup rw,cpu" + "\n"
     assert cpu_module._cgroup_mounts(mountinfo) == (None, ("/", "/sys/fs/cg x"))

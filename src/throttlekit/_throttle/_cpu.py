@@ -739,8 +739,10 @@ def _find_cgroup_place(mountinfo: str, cgroup_text: str) -> _CgroupPlace | str:
             top = Path(v2_mount[1])
             directory = own
             while True:
-                if "cpu" in _words(directory / "cgroup.subtree_control") and os.access(
-                    directory / "cgroup.procs", os.W_OK
+                if (
+                    "cpu" in _words(directory / "cgroup.subtree_control")
+                    and os.access(directory, os.W_OK)  # to make the cgroup
+                    and os.access(directory / "cgroup.procs", os.W_OK)  # to move into it
                 ):
                     return _CgroupPlace(version=2, parent=directory, origin=own)
                 if directory == top or top not in directory.parents:
