@@ -13,6 +13,7 @@ import fcntl
 import io
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -26,14 +27,14 @@ from typing import Any
 
 import pytest
 
-from throttlekit import RateLimiter, UnitError
+from throttlekit import Rate, RateLimiter, UnitError
 from throttlekit._cli._pipe import (
     _PIECE,
     CopyError,
     _FdMover,
     copy,
-    human_bytes,
     parse_pipe_rate,
+    rate_family,
 )
 from throttlekit._throttle._streams import piece_size
 from throttlekit._throttle._units import parse_burst
@@ -86,6 +87,8 @@ def test_rate_accepts_rates_off_and_timetables() -> None:
     """--rate takes any rate (a bare number is bytes/s, as for pv -L), off, or a timetable."""
     assert parse_pipe_rate("10MiB/s").per_second == 10 * 2**20  # type: ignore[union-attr]
     assert parse_pipe_rate("1000").per_second == 1000  # type: ignore[union-attr]
+    assert parse_pipe_rate("1e6") == Rate.parse("1MB/s")  # bytes, not a count of units
+    assert parse_pipe_rate("10m") == Rate.parse("10MiB/s")  # as pv -L 10m
     assert parse_pipe_rate("inf").is_unlimited  # type: ignore[union-attr]
     assert parse_pipe_rate("60B/h").per_second == 1 / 60  # type: ignore[union-attr]
     assert str(parse_pipe_rate("08:00,0 18:00,off")) == "08:00,0/s 18:00,unlimited"
@@ -420,7 +423,44 @@ def test_progress_line_shows_total_and_rates() -> None:
     assert "293KiB" in line
     assert "/s avg" in line
     assert line.endswith("\n")
-    assert [human_bytes(n) for n in (5, 2048, 10 * 2**20)] == ["5B", "2KiB", "10MiB"]
+
+
+SI, IEC, BITS = r"[\d.]+[KMGTP]?B/s", r"[\d.]+([KMGTP]i)?B/s", r"[\d.]+[KMGTP]?bit/s"
+
+
+@pytest.mark.parametrize(
+    ("rate", "total", "unit"),
+    [
+        ("20MB/s", "300KB", SI),
+        ("160Mbit/s", "2.4Mbit", BITS),
+        ("20MiB/s", "293KiB", IEC),
+        ("20m", "293KiB", IEC),
+        ("off", "293KiB", IEC),
+        ("1000000", "293KiB", IEC),
+        ("08:00,20MB/s 18:00,off", "300KB", SI),
+    ],
+)
+def test_progress_is_shown_in_the_units_of_the_rate(rate: str, total: str, unit: str) -> None:
+    """`pipe --rate 20MB/s` counts in MB and MB/s, not MiB; bits in bits; off and plain
+    bytes in IEC units, as pv shows them."""
+    progress = io.StringIO()
+    spec = parse_pipe_rate(rate)
+    limiter = RateLimiter(spec, burst=300_000, full=True)  # the next piece: 15 ms or none
+    source_, sink_ = io.BytesIO(b"x" * 300_000), io.BytesIO()
+    assert copy(source_, sink_, limiter, progress, family=rate_family(spec)) == 300_000
+    line = progress.getvalue()
+    words = line.split()
+    assert words[0] == total
+    assert re.fullmatch(unit, words[1])  # the rate now
+    assert re.fullmatch(unit, words[3])  # the average
+
+
+def test_pipe_shows_progress_in_the_units_given() -> None:
+    """The command passes the family of --rate to its progress line."""
+    result = pipe("--rate", "20MB/s", "--progress", data=b"y" * 300_000)
+    assert result.returncode == 0
+    assert b"300KB" in result.stderr
+    assert b"iB" not in result.stderr
 
 
 # -- the command, in real processes -----------------------------------------------------------

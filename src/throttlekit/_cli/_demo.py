@@ -31,9 +31,8 @@ from .._execution._operation_limits import OperationLimits
 from .._execution._pool import ItemBlockWorkerPool
 from .._policy._rules import ConcurrencyPolicy
 from .._throttle._ratelimit import RateLimiter
-from .._throttle._units import Rate
+from .._throttle._units import Rate, format_amount, parse_data_rate
 from . import print_table
-from ._pipe import human_bytes
 
 __all__ = ["DemoError", "DemoOptions", "parse_demo_rate", "prepare_demo", "run_demo"]
 
@@ -50,10 +49,9 @@ class DemoError(ThrottlekitError, ValueError):
 def parse_demo_rate(text: str, option: str) -> Rate:
     """A demo rate option: a data rate or ``off`` (a bare number is bytes per second)."""
     try:
-        rate = Rate.parse(text)
+        return parse_data_rate(text)
     except UnitError as e:
         raise DemoError(f"{option}: {e}") from None
-    return rate if rate.kind == "bytes" else Rate(per_second=rate.per_second)
 
 
 @frozen(kw_only=True)
@@ -234,9 +232,10 @@ class _Demo:
 
     def show(self, out: TextIO, live: bool, *, end: bool = False) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-9)
+        family = self.options.site_rate.family
         line = (
-            f"  {elapsed:5.1f}s  {human_bytes(self.bytes):>8} moved  "
-            f"{human_bytes(self.bytes / elapsed):>8}/s  "
+            f"  {elapsed:5.1f}s  {format_amount(self.bytes, family):>8} moved  "
+            f"{format_amount(self.bytes / elapsed, family):>8}/s  "
             f"blocks {sum(self.blocks_done_per_node.values())}/{self.total_blocks}  "
             f"errors {self.errors}"
         )
@@ -303,9 +302,9 @@ def prepare_demo(
         seconds = amount / rate.per_second
         if seconds > _LONGEST:
             raise DemoError(
-                f"{option} {rate}: the demo moves {human_bytes(amount)} through this limit, "
-                f"which would take {_duration(seconds)}; give at least "
-                f"{human_bytes(amount / _LONGEST)}/s, or a smaller --scale"
+                f"{option} {rate}: the demo moves {format_amount(amount, rate.family)} through "
+                f"this limit, which would take {_duration(seconds)}; give at least "
+                f"{format_amount(amount / _LONGEST, rate.family)}/s, or a smaller --scale"
             )
     return demo
 
@@ -318,7 +317,7 @@ def run_demo(demo: _Demo, out: TextIO) -> dict[str, Any]:
         total = sum(i.volume for items in demo.inventory.values() for i in items)
         out.write(
             f"\nBacking up {sum(len(v) for v in demo.inventory.values())} items "
-            f"({human_bytes(total)} of volume data) from {len(demo.node_names)} nodes: one "
+            f"({format_amount(total)} of volume data) from {len(demo.node_names)} nodes: one "
             f"worker pool per node\nwith the concurrency above, each node at most "
             f"{options.node_rate}, all together at most {options.site_rate};\n3 restores "
             "one at a time alongside; one snapshot will time out.\n\n"
@@ -371,6 +370,7 @@ def run_demo(demo: _Demo, out: TextIO) -> dict[str, Any]:
         out.write("\n")
         return report
     out.write("\nReport (measured in this run):\n\n")
+    node_family, site_family = options.node_rate.family, options.site_rate.family
     header = ("NODE", "WORKERS", "BLOCKS", "OK", "FAILED", "ITEMS", "MOVED", "RATE", "LIMIT")
     table = [header] + [
         (
@@ -380,23 +380,23 @@ def run_demo(demo: _Demo, out: TextIO) -> dict[str, Any]:
             str(r["succeeded"]),
             str(r["failed"]),
             str(r["items"]),
-            human_bytes(r["bytes"]),
-            f"{human_bytes(r['rate_per_second'])}/s",
-            f"{human_bytes(r['limit_per_second'])}/s",
+            format_amount(r["bytes"], node_family),
+            f"{format_amount(r['rate_per_second'], node_family)}/s",
+            f"{format_amount(r['limit_per_second'], node_family)}/s",
         )
         for r in rows
     ]
     print_table(table, out, indent="  ")
     out.write(
-        f"\n  site: {human_bytes(demo.bytes)} in {elapsed:.1f}s = "
-        f"{human_bytes(report['rate_per_second'])}/s against a limit of "
-        f"{human_bytes(options.site_rate.per_second)}/s "
+        f"\n  site: {format_amount(demo.bytes, site_family)} in {elapsed:.1f}s = "
+        f"{format_amount(report['rate_per_second'], site_family)}/s against a limit of "
+        f"{format_amount(options.site_rate.per_second, site_family)}/s "
         f"({100 * report['rate_per_second'] / options.site_rate.per_second:.0f}%; "
         "the per-node limits add up to more, the site limit holds)\n"
     )
     out.write(
-        f"  restores ({human_bytes(demo.restore_bytes)} through the site limit), one at a "
-        "time: " + "; ".join(restores) + "\n"
+        f"  restores ({format_amount(demo.restore_bytes, site_family)} through the site "
+        "limit), one at a time: " + "; ".join(restores) + "\n"
     )
     out.write(f"\nErrors ({error_count}), none dropped, grouped by block and parent item:\n")
     for message in errors:

@@ -26,8 +26,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from .._errors import ConfigError, ThrottlekitError, UnitError
+from .._throttle._units import format_amount
 from . import print_table
-from ._pipe import CopyError, human_bytes, silence
+from ._pipe import CopyError, silence
 
 # Each command imports what it needs when it runs: `throttlekit pipe` starts in the time
 # it takes to import the pipe, not the policy engine and the worker pool.
@@ -132,7 +133,7 @@ def _read_text(path: str, limit: int = _CONFIG_LIMIT) -> bytes:
     except OSError as exc:
         raise _InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(data) > limit:
-        raise _InputError(f"cannot read {path}: it is larger than {human_bytes(limit)}")
+        raise _InputError(f"cannot read {path}: it is larger than {format_amount(limit)}")
     return data
 
 
@@ -365,7 +366,7 @@ def _descriptor(stream: TextIO | None, action: str, name: str) -> int | None:
 def _cmd_pipe(args: argparse.Namespace, out: TextIO) -> int:
     from .._throttle._ratelimit import RateLimiter
     from .._throttle._units import parse_burst
-    from ._pipe import copy, parse_pipe_rate
+    from ._pipe import copy, parse_pipe_rate, rate_family
 
     try:
         rate = parse_pipe_rate(args.rate)
@@ -380,16 +381,17 @@ def _cmd_pipe(args: argparse.Namespace, out: TextIO) -> int:
     stderr = sys.stderr
     show = args.progress or (stderr is not None and _Output(stderr).isatty())
     progress = stderr if show and not args.quiet else None
+    family = rate_family(rate)  # progress in the units --rate was given in
     out.flush()
     try:
         src = _descriptor(sys.stdin, "read", "stdin")
         dst = _descriptor(sys.stdout, "write", "stdout")
         if src is not None and dst is not None:
-            copy(src, dst, limiter, progress)
+            copy(src, dst, limiter, progress, family=family)
         else:
             assert sys.stdin is not None
             assert sys.stdout is not None
-            copy(sys.stdin.buffer, sys.stdout.buffer, limiter, progress)
+            copy(sys.stdin.buffer, sys.stdout.buffer, limiter, progress, family=family)
     except CopyError as exc:
         if exc.reader_gone:
             silence(sys.stdout)

@@ -42,20 +42,19 @@ from .._errors import ThrottlekitError, UnitError
 from .._throttle._ratelimit import RateLimiter
 from .._throttle._schedule import Schedule
 from .._throttle._streams import piece_size
-from .._throttle._units import Rate
+from .._throttle._units import Family, Rate, format_amount, parse_data_rate
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CopyError", "copy", "human_bytes", "parse_pipe_rate", "silence"]
+__all__ = ["CopyError", "copy", "parse_pipe_rate", "rate_family", "silence"]
 
 _PIECE: Final = 1 << 20  # the most paid for at once, and the read/write buffer
 _UNPACED: Final = 8 << 20  # the most asked of the kernel in one call when nothing is paid
 _PIPE_SIZE: Final = 1 << 20  # pipes are grown to this where allowed
 _MIN_RATE: Final = 1 / 3600  # one byte an hour; anything slower never gets anywhere
-_IEC: Final = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
 # -- arguments -------------------------------------------------------------------------
@@ -67,7 +66,7 @@ def parse_pipe_rate(text: str) -> Rate | Schedule:
     timetable. Refuses what would never let a byte through: a rate of 0 (a timetable may
     pause for a while, but not always) and rates under one byte an hour.
     """
-    spec: Rate | Schedule = Schedule.parse(text) if "," in text else Rate.parse(text)
+    spec: Rate | Schedule = Schedule.parse(text) if "," in text else parse_data_rate(text)
     rates = [e.rate for e in spec.entries] if isinstance(spec, Schedule) else [spec]
     if all(rate.is_paused for rate in rates):
         raise UnitError(
@@ -82,13 +81,14 @@ def parse_pipe_rate(text: str) -> Rate | Schedule:
     return spec
 
 
-def human_bytes(n: float) -> str:
-    """``n`` bytes in binary units with three significant digits: ``'12.3MiB'``."""
-    for unit in _IEC:
-        if abs(n) < 1024 or unit == _IEC[-1]:
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
-        n /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
+def rate_family(spec: Rate | Schedule) -> Family | None:
+    """
+    The family ``--rate`` was written in, for the progress line: a rate's own, or the
+    first a timetable's entries name; ``None`` (shown in IEC units, as ``pv`` does) for
+    ``off`` and plain bytes.
+    """
+    rates = [e.rate for e in spec.entries] if isinstance(spec, Schedule) else [spec]
+    return next((rate.family for rate in rates if rate.family is not None), None)
 
 
 def silence(stream: TextIO | None) -> None:
@@ -144,8 +144,9 @@ class _Progress:
     drawing and the copy goes on.
     """
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, family: Family | None = None) -> None:
         self._out: TextIO | None = out
+        self._family = family
         self._start = time.monotonic()
         self._next_draw = self._start + 0.25
         self._total = 0
@@ -169,9 +170,11 @@ class _Progress:
         elapsed = now - self._start
         average = self._total / elapsed if elapsed > 0 else 0.0
         minutes, seconds = divmod(int(elapsed), 60)
+        family = self._family
         self._write(
-            f"\r{human_bytes(self._total):>9}  {human_bytes(current):>9}/s now  "
-            f"{human_bytes(average):>9}/s avg  {minutes:d}:{seconds:02d} "
+            f"\r{format_amount(self._total, family):>9}  "
+            f"{format_amount(current, family):>9}/s now  "
+            f"{format_amount(average, family):>9}/s avg  {minutes:d}:{seconds:02d} "
         )
 
     def _write(self, text: str) -> None:
@@ -366,6 +369,7 @@ def copy(
     progress: TextIO | None = None,
     *,
     names: tuple[str, str] = ("stdin", "stdout"),
+    family: Family | None = None,
 ) -> int:
     """
     Copy ``source`` to ``sink`` at the limiter's rate until the end of ``source``; returns
@@ -374,7 +378,8 @@ def copy(
     ``source`` and ``sink`` are both file descriptors (the fast paths above) or both
     binary file objects (read and written through one buffer). ``progress``, if given,
     gets a ``pv``-style line, redrawn four times a second and ended with a newline on
-    every way out. A failed read or write raises :class:`CopyError`; an interrupt
+    every way out, in the units of ``family`` (see :func:`rate_family`; ``None``: IEC).
+    A failed read or write raises :class:`CopyError`; an interrupt
     (:class:`KeyboardInterrupt`) propagates, after the bytes that were moved.
 
     >>> import io
@@ -390,7 +395,7 @@ def copy(
         mover = _ObjectMover(source, sink, names)
     else:
         raise TypeError("source and sink must be both file descriptors or both file objects")
-    display = _Progress(progress) if progress is not None else None
+    display = _Progress(progress, family) if progress is not None else None
     move, more = mover.move, mover.more
     total = 0
     try:
