@@ -92,7 +92,10 @@ def test_str_round_trips() -> None:
         ("08:00,10fast", "bad rate"),
         ("08:00,1MiB/s 09:00,5/s", "mixes data rates and unit rates"),
         ("08:00,512k:1M", "upload:download"),
-        ("8am,1MiB/s", "is not '[Day-]HH:MM,RATE'"),
+        ("8am,1MiB/s", "is not '[Day-]HH:MM[:SS],RATE'"),
+        ("08:00:60,1MiB/s", "no such time of day"),
+        ("08:00:5,1MiB/s", "is not '[Day-]HH:MM[:SS],RATE'"),
+        ("08:00:00,1MiB/s 08:00,2MiB/s", "two entries for 08:00"),
     ],
 )
 def test_bad_timetables_say_what_is_wrong(text: str, fragment: str) -> None:
@@ -100,7 +103,7 @@ def test_bad_timetables_say_what_is_wrong(text: str, fragment: str) -> None:
     with pytest.raises(UnitError, match="invalid schedule") as info:
         Schedule.parse(text)
     assert fragment in str(info.value)
-    assert "[Day-]HH:MM,RATE" in str(info.value)
+    assert "[Day-]HH:MM[:SS],RATE" in str(info.value)
 
 
 def test_bad_arguments() -> None:
@@ -129,4 +132,42 @@ def test_the_rate_holds_until_next_change(minutes: list[int], probe: int) -> Non
     change = s.next_change(when)
     assert change is not None and change > when
     assert s.rate_at(change - timedelta(seconds=1)) == s.rate_at(when)
+    assert s.rate_at(change) != s.rate_at(when)
+
+
+def test_boundaries_may_have_seconds() -> None:
+    """HH:MM:SS switches on the second; str() shows the seconds only where there are some."""
+    s = Schedule.parse("Mon-08:00:30,1MiB/s 12:00:00,10MiB/s 18:00,off", tz="UTC")
+    assert str(s) == "Mon-08:00:30,1MiB/s 12:00,10MiB/s 18:00,unlimited"
+    assert Schedule.parse(str(s), tz="UTC") == s
+    assert s.rate_at(MON.replace(hour=8, second=29)).is_unlimited
+    assert s.rate_at(MON.replace(hour=8, second=30)) == Rate.parse("1MiB/s")
+    assert s.next_change(MON.replace(hour=8)) == MON.replace(hour=8, second=30)
+    assert s.next_change(MON.replace(hour=8, second=30)) == MON.replace(hour=12)
+
+
+def test_timetables_print_rates_in_the_units_written() -> None:
+    """Each entry keeps the family of its rate: bits stay bits, MB stays MB."""
+    s = Schedule.parse("08:00,80Mbps 12:00,1.5GB/s 18:00,10m", tz="UTC")
+    assert str(s) == "08:00,80Mbit/s 12:00,1.5GB/s 18:00,10MiB/s"
+
+
+@given(
+    seconds=st.lists(st.integers(0, 7 * 86400 - 1), min_size=2, max_size=6, unique=True),
+    probe=st.integers(0, 3 * 7 * 86400),
+)
+def test_the_rate_holds_until_next_change_to_the_second(seconds: list[int], probe: int) -> None:
+    """With boundaries on any second of the week, the rate is constant up to next_change and
+    differs at it."""
+    days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    words = [
+        f"{days[t // 86400]}-{t % 86400 // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d},{i + 1}MiB/s"
+        for i, t in enumerate(seconds)
+    ]
+    s = Schedule.parse(" ".join(words), tz="UTC")
+    when = MON + timedelta(seconds=probe, microseconds=500_000)
+    change = s.next_change(when)
+    assert change is not None and change > when
+    assert (change - MON).total_seconds() % 1 == 0
+    assert s.rate_at(change - timedelta(microseconds=1)) == s.rate_at(when)
     assert s.rate_at(change) != s.rate_at(when)

@@ -2,9 +2,10 @@
 Timetables of rates: full speed at night, a trickle during office hours.
 
 The format is rclone's ``--bwlimit`` timetable, with explicit units (a bare ``512`` is
-refused, since rclone reads it as KiB/s and other tools as bytes)::
+refused, since rclone reads it as KiB/s and other tools as bytes) and times as ``HH:MM``
+or ``HH:MM:SS``::
 
-    "Mon-08:00,512KiB/s 12:00,10MiB/s Fri-18:00,off"
+    "Mon-08:00,512KiB/s 12:00,10MiB/s Fri-18:00:30,off"
 
 Pure: the rate at a moment and the next change after it are functions of a ``datetime``;
 a :class:`~throttlekit.RateLimiter` given a schedule asks for the next change and switches
@@ -29,16 +30,17 @@ __all__ = ["Schedule"]
 _DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_NAMES: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _ENTRY_RE: Final = re.compile(
-    r"(?:(?P<day>[A-Za-z]{3})-)?(?P<hour>\d{1,2}):(?P<minute>\d{2}),(?P<rate>.+)"
+    r"(?:(?P<day>[A-Za-z]{3})-)?(?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?"
+    r",(?P<rate>.+)"
 )
 _MICROSECOND: Final = timedelta(microseconds=1)
 _FORM: Final = (
-    "space-separated entries '[Day-]HH:MM,RATE' (Day is Mon..Sun; without a day the entry "
-    "applies every day), for example 'Mon-08:00,512KiB/s 12:00,10MiB/s 18:00,off'"
+    "space-separated entries '[Day-]HH:MM[:SS],RATE' (Day is Mon..Sun; without a day the "
+    "entry applies every day), for example 'Mon-08:00,512KiB/s 12:00,10MiB/s 18:00:30,off'"
 )
 
 
-def _minute(point: tuple[int, Rate]) -> int:
+def _second(point: tuple[int, Rate]) -> int:
     return point[0]
 
 
@@ -60,25 +62,28 @@ def _resolve_tz(tz: tzinfo | str | None) -> tzinfo | None:
 @frozen(kw_only=True)
 class _Entry:
     day: int | None  # 0 = Monday; None = every day
-    minute: int  # minutes after midnight
+    second: int  # seconds after midnight
     rate: Rate
 
     def __str__(self) -> str:
         day = "" if self.day is None else f"{_DAY_NAMES[self.day]}-"
-        return f"{day}{self.minute // 60:02d}:{self.minute % 60:02d},{self.rate}"
+        hours, rest = divmod(self.second, 3600)
+        minutes, seconds = divmod(rest, 60)
+        at = f"{hours:02d}:{minutes:02d}" + (f":{seconds:02d}" if seconds else "")
+        return f"{day}{at},{self.rate}"
 
 
 def _parse_entry(text: str, word: str) -> _Entry:
     m = _ENTRY_RE.fullmatch(word)
     if m is None:
-        raise _schedule_error(text, f"entry {word!r} is not '[Day-]HH:MM,RATE'")
+        raise _schedule_error(text, f"entry {word!r} is not '[Day-]HH:MM[:SS],RATE'")
     day: int | None = None
     if m["day"] is not None:
         if m["day"].lower() not in _DAYS:
             raise _schedule_error(text, f"unknown day {m['day']!r} in {word!r}")
         day = _DAYS.index(m["day"].lower())
-    hour, minute = int(m["hour"]), int(m["minute"])
-    if hour > 23 or minute > 59:
+    hour, minute, second = int(m["hour"]), int(m["minute"]), int(m["second"] or 0)
+    if hour > 23 or minute > 59 or second > 59:
         raise _schedule_error(text, f"no such time of day in {word!r}")
     rate_text = m["rate"]
     if ":" in rate_text:
@@ -92,7 +97,7 @@ def _parse_entry(text: str, word: str) -> _Entry:
         raise _schedule_error(
             text, f"{rate_text!r} has no unit: write '512KiB/s' for data or '512/s' for units"
         )
-    return _Entry(day=day, minute=hour * 60 + minute, rate=rate)
+    return _Entry(day=day, second=hour * 3600 + minute * 60 + second, rate=rate)
 
 
 @frozen(kw_only=True)
@@ -111,6 +116,8 @@ class Schedule:
         >>> s.next_change(datetime(2026, 11, 23, 9, 30, tzinfo=s.tz))
         datetime.datetime(2026, 11, 23, 12, 0, tzinfo=zoneinfo.ZoneInfo(key='UTC'))
 
+    Times are ``HH:MM`` or ``HH:MM:SS`` (a boundary on the second); ``str()`` shows the
+    seconds only where they are not zero, and each rate in the units it was written in.
     An entry without a day applies every day; on a day with its own entry at the same
     time, the day's entry wins. Before the first entry of the week, the last one still
     applies (the timetable wraps around). A single entry, or a plain rate such as
@@ -143,7 +150,7 @@ class Schedule:
 
     entries: tuple[_Entry, ...] = field()
     tz: tzinfo | None = field(default=None, converter=_resolve_tz)
-    # (minute of the week, rate) sorted, one per boundary
+    # (second of the week, rate) sorted, one per boundary
     _points: tuple[tuple[int, Rate], ...] = field(init=False, repr=False, eq=False)
     _constant: bool = field(init=False, repr=False, eq=False)
 
@@ -154,16 +161,16 @@ class Schedule:
         for entry in self.entries:  # every-day entries first, so a day's own entry wins
             if entry.day is None:
                 for day in range(7):
-                    points[day * 1440 + entry.minute] = entry.rate
+                    points[day * 86400 + entry.second] = entry.rate
         for entry in self.entries:
             if entry.day is not None:
-                points[entry.day * 1440 + entry.minute] = entry.rate
+                points[entry.day * 86400 + entry.second] = entry.rate
         object.__setattr__(self, "_points", tuple(sorted(points.items())))
         object.__setattr__(self, "_constant", len(set(points.values())) == 1)
 
     @classmethod
     def parse(cls, text: str, *, tz: tzinfo | str | None = None) -> Schedule:
-        """Parse ``"[Day-]HH:MM,RATE ..."`` (or a plain rate) into a schedule."""
+        """Parse ``"[Day-]HH:MM[:SS],RATE ..."`` (or a plain rate) into a schedule."""
         if not isinstance(text, str):
             raise TypeError(f"Schedule.parse() needs a str, got {type(text).__name__}")
         words = text.split()
@@ -174,14 +181,14 @@ class Schedule:
                 rate = Rate.parse(words[0])
             except UnitError as e:
                 raise _schedule_error(text, str(e)) from e
-            return cls(entries=(_Entry(day=None, minute=0, rate=rate),), tz=tz)
+            return cls(entries=(_Entry(day=None, second=0, rate=rate),), tz=tz)
         entries = tuple(_parse_entry(text, word) for word in words)
         seen: set[tuple[int | None, int]] = set()
         kinds = set()
         for entry in entries:
-            if (entry.day, entry.minute) in seen:
+            if (entry.day, entry.second) in seen:
                 raise _schedule_error(text, f"two entries for {str(entry).split(',')[0]}")
-            seen.add((entry.day, entry.minute))
+            seen.add((entry.day, entry.second))
             if not (entry.rate.is_unlimited or entry.rate.is_paused):
                 kinds.add(entry.rate.kind)
         if len(kinds) > 1:
@@ -248,15 +255,15 @@ class Schedule:
         """Boundary ``index`` counted from the week starting at ``monday`` (wall time):
         the instant it takes effect and its rate. Raises OverflowError past year 9999."""
         weeks, i = divmod(index, len(self._points))
-        minute, rate = self._points[i]
-        return self._takes_effect(monday + timedelta(weeks=weeks, minutes=minute)), rate
+        second, rate = self._points[i]
+        return self._takes_effect(monday + timedelta(weeks=weeks, seconds=second)), rate
 
     def _in_force(self, instant: datetime) -> tuple[int, datetime]:
         """The index of the boundary in force at ``instant``, and the Monday it counts from."""
         wall = self._wall(instant)
         monday = datetime.combine(wall.date() - timedelta(days=wall.weekday()), time())
-        minute = wall.weekday() * 1440 + wall.hour * 60 + wall.minute
-        index = bisect.bisect_right(self._points, minute, key=_minute) - 1  # -1: last week's
+        second = wall.weekday() * 86400 + wall.hour * 3600 + wall.minute * 60 + wall.second
+        index = bisect.bisect_right(self._points, second, key=_second) - 1  # -1: last week's
         # After the clocks went back, the wall clock reads times it has read before: the
         # boundaries up to the latest reading have taken effect already (once, the first
         # time), so move past every boundary whose moment is not after ``instant``.
