@@ -123,6 +123,58 @@ def test_resolve_labels_with_explain(capsys: pytest.CaptureFixture[str]) -> None
     assert "3 from rule 0 (kubernetes.io/hostname=node1): the only matching rule" in out
 
 
+BROKEN_RULES = {
+    "loadConcurrency": {
+        "globalConfig": 2,
+        "perNodeConfig": [
+            {"nodeSelector": {"matchLabels": {"zone": "a"}}, "number": 0},
+            {
+                "nodeSelector": {
+                    "matchExpressions": [{"key": "x", "operator": "in", "values": ["y"]}]
+                },
+                "number": 3,
+            },
+            {"nodeSelector": {"matchLabels": {"tier": "bulk"}}, "number": 4},
+        ],
+    },
+    "globalconfig": 5,
+}
+
+
+@pytest.mark.parametrize("output", [(), ("--json",), ("--explain",)])
+def test_resolve_prints_warnings_on_stderr_and_skipped_matches_in_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], output: tuple[str, ...]
+) -> None:
+    """A node matched only by a skipped rule does not read "no rule matches": the reason says
+    the rule matched and why it was skipped; every warning of the config is on stderr, once,
+    naming the file and the path, whatever the output format; stdout stays parseable."""
+    cfg = write(tmp_path, BROKEN_RULES)
+    status, out, err = run(capsys, "resolve", cfg, "--labels", "zone=a", *output)
+    assert status == 0
+    lines = err.splitlines()
+    assert all(line.startswith(f"throttlekit: warning: {cfg}: ") for line in lines)
+    assert len(lines) == len(set(lines)) == 3
+    assert "globalconfig: unknown key" in err
+    assert "loadConcurrency.perNodeConfig[0].number: rule skipped: number 0 is invalid" in err
+    assert "perNodeConfig[1].nodeSelector.matchExpressions[0].operator: rule skipped" in err
+    if output == ("--json",):
+        (record,) = json.loads(out)
+        reason = record["reason"]
+    else:
+        reason = out.splitlines()[1].split(None, 3)[3]
+    assert "no rule matches" not in reason
+    assert "rule 0 matched but was skipped: number 0 is invalid" in reason
+    assert reason.startswith("The value is 2, the global number")
+
+
+def test_resolve_without_warnings_prints_nothing_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A clean config resolves with an empty stderr."""
+    status, _, err = run(capsys, "resolve", CONFIGMAP, "--nodes", NODES)
+    assert (status, err) == (0, "")
+
+
 def test_resolve_json(capsys: pytest.CaptureFixture[str]) -> None:
     """--json prints one record per node."""
     status, out, _ = run(capsys, "resolve", CONFIGMAP, "--nodes", NODES, "--json")

@@ -195,10 +195,6 @@ def read_nodes(data: bytes, where: str) -> list[tuple[str, dict[str, str]]]:
 # -- output --------------------------------------------------------------------------
 
 
-def _why(resolution: Resolution[Any]) -> str:
-    return resolution.reason.removeprefix("from ").removeprefix("is ")
-
-
 def _resolution_json(name: str, r: Resolution[Any]) -> dict[str, Any]:
     return {
         "node": name,
@@ -215,9 +211,12 @@ def _resolution_json(name: str, r: Resolution[Any]) -> dict[str, Any]:
 def print_resolutions(
     results: Mapping[str, Resolution[Any]], out: TextIO, *, explain: bool = False
 ) -> None:
-    """A table, one node a row: its number, where it came from, and why."""
+    """
+    A table, one node a row: its number, where it came from, and why (the resolution's
+    one-sentence reason, which names a matching rule that was skipped).
+    """
     rows = [["NODE", "CONCURRENCY", "SOURCE", "WHY"]]
-    rows += [[name, str(r.value), r.source, _why(r)] for name, r in results.items()]
+    rows += [[name, str(r.value), r.source, r.reason] for name, r in results.items()]
     print_table(rows, out)
     if explain:
         for name, r in results.items():
@@ -282,6 +281,13 @@ def _cmd_resolve(args: argparse.Namespace, out: TextIO) -> int:
         _error_line(f"{args.config}: not usable: {exc.problems[0]}{hint}")
         return EXIT_UNUSABLE
     results = policy.resolve_many(subjects)
+    # Every warning once, on stderr (stdout stays the table or the JSON): what loading
+    # found (unknown keys, skipped rules), then what resolving added (labels unreadable).
+    shown = [str(problem) for problem in policy.warnings]
+    for r in results.values():
+        shown += [w for w in r.warnings if not any(w in seen for seen in shown)]
+    for warning in shown:
+        _message_line("warning", f"{args.config}: {warning}")
     if args.json:
         json.dump([_resolution_json(n, r) for n, r in results.items()], out, indent=2)
         out.write("\n")
@@ -638,11 +644,16 @@ def _traceback(exc: BaseException) -> None:
 
 def _error_line(message: str) -> None:
     """``throttlekit: error: MESSAGE`` on stderr; if stderr is closed or full, nothing."""
+    _message_line("error", message)
+
+
+def _message_line(level: str, message: str) -> None:
+    """``throttlekit: LEVEL: MESSAGE`` on stderr; if stderr is closed or full, nothing."""
     stream = sys.stderr
     if stream is None:
         return
     try:
-        stream.write(f"throttlekit: error: {message}\n")
+        stream.write(f"throttlekit: {level}: {message}\n")
         stream.flush()
     except (OSError, ValueError):
         silence(stream)  # the exit status still tells; the last flush must not fail
