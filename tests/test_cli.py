@@ -210,6 +210,20 @@ def test_bad_input_is_one_line_and_exit_2(
     assert fragment in err
 
 
+def test_malformed_nodes_are_one_line_with_the_first_problem_and_a_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--nodes reads through read_node_labels: its first problem, with its path, on one line."""
+    nodes = tmp_path / "nodes.json"
+    nodes.write_text('{"items": [{"metadata": {}}, {"metadata": {"name": 3}}]}')
+    status, out, err = run(capsys, "resolve", CONFIGMAP, "--nodes", str(nodes))
+    assert (status, out) == (2, "")
+    assert err == (
+        f"throttlekit: error: {nodes}: items[0].metadata.name: expected the node's name, "
+        "got null (and 1 more)\n"
+    )
+
+
 def test_resolve_with_unusable_config_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

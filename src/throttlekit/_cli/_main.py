@@ -160,36 +160,18 @@ def parse_labels(text: str) -> dict[str, str]:
 def read_nodes(data: bytes, where: str) -> list[tuple[str, dict[str, str]]]:
     """
     Node names and labels from ``kubectl get nodes -o json`` output (a List or NodeList),
-    a single Node object, or a plain list of Node objects.
+    a single Node object, or a plain list of Node objects: :func:`throttlekit.read_node_labels`,
+    with its problems as one line (the first, and how many more).
     """
-    from .._policy._gojson import describe, parse_json_text
+    from .._policy._nodes import read_node_labels
 
     try:
-        doc = parse_json_text(data)
+        return list(read_node_labels(data).items())
     except ConfigError as exc:
-        raise _InputError(f"{where}: {exc}") from None
-    if isinstance(doc, Mapping) and isinstance(doc.get("items"), list):
-        items = doc["items"]
-    elif isinstance(doc, Mapping) and doc.get("kind") == "Node":
-        items = [doc]
-    elif isinstance(doc, list):
-        items = doc
-    else:
+        more = len(exc.problems) - 1
         raise _InputError(
-            f"{where}: expected `kubectl get nodes -o json` output, got {describe(doc)}"
-        )
-    nodes: list[tuple[str, dict[str, str]]] = []
-    for i, item in enumerate(items):
-        meta = item.get("metadata") if isinstance(item, Mapping) else None
-        if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
-            raise _InputError(f"{where}: items[{i}] has no metadata.name")
-        labels = meta.get("labels") or {}
-        if not isinstance(labels, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-        ):
-            raise _InputError(f"{where}: items[{i}].metadata.labels must map strings to strings")
-        nodes.append((meta["name"], dict(labels)))
-    return nodes
+            f"{where}: {exc.problems[0]}" + (f" (and {more} more)" if more else "")
+        ) from None
 
 
 # -- output --------------------------------------------------------------------------
