@@ -477,7 +477,9 @@ def _parser() -> argparse.ArgumentParser:
         "--rate",
         required=True,
         metavar="RATE",
-        help="e.g. 10MiB/s, 80Mbit/s, 512k, off; or a timetable '08:00,1MiB/s 18:00,off'",
+        help="e.g. 10MiB/s, 20MB/s, 80Mbit/s (80mbps), 512k or 10m (binary, as rclone, rsync, "
+        "curl and pv), a bare number in bytes/s, off; or a timetable '08:00,1MiB/s "
+        "18:00:30,off'; progress is shown in the same units",
     )
     p.add_argument(
         "--burst",
