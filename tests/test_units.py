@@ -412,3 +412,32 @@ def test_format_amount_is_readable_in_a_family(
 ) -> None:
     """Progress lines show about three significant digits in the rate's family."""
     assert format_amount(amount, family) == shown
+
+
+@given(
+    st.one_of(
+        st.text(max_size=20),
+        st.builds(
+            "{}{}{}{}".format,
+            st.sampled_from(["1", "2.5", "0", ".5", "1e3", "-1", ""]),
+            st.sampled_from(["", " "]),
+            st.text(alphabet="kKmMgGtTpPiIbBytesYTESpPsS", max_size=7),
+            st.sampled_from(["", "/s", "/S", "/min", "/h", "/x", "/"]),
+        ),
+    )
+)
+def test_any_text_is_a_rate_or_a_unit_error(text: str) -> None:
+    """Whatever is typed, parse gives a rate that prints back to itself, or a UnitError."""
+    try:
+        rate = Rate.parse(text)
+    except UnitError as e:
+        message = str(e)
+    else:
+        assert Rate.parse(str(rate)) == rate
+        message = repr(text)
+    assert repr(text) in message
+    try:
+        size = parse_size(text)
+    except UnitError:
+        return
+    assert size >= 0
