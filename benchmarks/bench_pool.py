@@ -6,6 +6,10 @@ ItemBlockWorkerPool against what users write instead, in one run, in real time (
    under an asyncio.Semaphore.
 2. Errors: 100 jobs of which 3 fail; how many of the 3 each approach reports.
 3. Velero-shaped scaling: 64 blocks of 20 ms items on 1, 2, 4, 8 and 16 workers.
+4. Progress: what on_progress costs the dispatch (no callback, every second, on every
+   change), and report_bytes() per item.
+5. Live resize: 1 worker grown to 16 in the middle of a run of 20 ms blocks; how long
+   until 16 blocks run at once.
 
 Run: ``python benchmarks/bench_pool.py``.
 """
@@ -165,6 +169,64 @@ def main() -> None:
         took = one if workers == 1 else asyncio.run(scaling(workers))
         speedup = one / took
         print(f"  {workers:>7}  {took:>7.3f}  {speedup:>7.2f}  {speedup / workers:>8.2f}")
+
+    print(f"\nProgress: {JOBS:,} trivial jobs on {WORKERS} workers (best of 3)")
+    base_rate = 0.0
+    for mode in ("no on_progress", "every 1 s", "every change", "report_bytes"):
+        rate = JOBS / min(asyncio.run(progress_cost(mode)) for _ in range(3))
+        base_rate = base_rate or rate
+        print(f"  {mode:36} {rate:>10,.0f} jobs/s  {rate / base_rate:5.2f}x no on_progress")
+
+    print("\nLive resize: 1 -> 16 workers while 20 ms blocks run (best of 3)")
+    took = min(asyncio.run(resize_latency()) for _ in range(3))
+    print(f"  16 blocks running {took * 1e3:.2f} ms after pool.workers = 16")
+
+
+async def progress_cost(mode: str) -> float:
+    reports = 0
+
+    def on_progress(progress: Any) -> None:
+        nonlocal reports
+        reports += 1
+
+    async def job(item: int) -> None:
+        await asyncio.sleep(0)
+        if mode == "report_bytes":
+            ItemBlockWorkerPool.report_bytes(1)
+
+    kwargs: dict[str, Any] = {}
+    if mode in ("every 1 s", "every change"):
+        kwargs = {
+            "on_progress": on_progress,
+            "progress_interval": 0 if mode == "every change" else 1.0,
+        }
+    t = time.perf_counter()
+    async with ItemBlockWorkerPool(workers=WORKERS) as pool:
+        await pool.run([ItemBlock([i]) for i in range(JOBS)], job, **kwargs)
+    return time.perf_counter() - t
+
+
+async def resize_latency() -> float:
+    running = 0
+    reached = asyncio.Event()
+
+    async def job(item: int) -> None:
+        nonlocal running
+        running += 1
+        if running >= 16:
+            reached.set()
+        await asyncio.sleep(0.02)
+        running -= 1
+
+    async with ItemBlockWorkerPool(workers=1) as pool:
+        task = asyncio.ensure_future(pool.run([ItemBlock([i]) for i in range(200)], job))
+        await asyncio.sleep(0.05)
+        t = time.perf_counter()
+        pool.workers = 16
+        await reached.wait()
+        took = time.perf_counter() - t
+        await task
+    return took
 
 
 def _timed(approach: Callable[[Callable[[int], Awaitable[None]], int], Awaitable[int]]) -> float:

@@ -570,7 +570,7 @@ async def test_the_pool_is_entered_once() -> None:
             pass
 
 
-async def test_old_statistics_names_still_read_with_a_warning() -> None:
+def test_old_statistics_names_still_read_with_a_warning() -> None:
     """PoolStatistics and .busy remain for one release: the same class, a warning on busy."""
     import throttlekit
 
@@ -579,3 +579,17 @@ async def test_old_statistics_names_still_read_with_a_warning() -> None:
     assert throttlekit.PoolStatistics is throttlekit.ItemBlockWorkerPoolStatistics
     with pytest.warns(DeprecationWarning, match="use in_use"):
         assert stats.busy == stats.in_use == 0
+
+
+def test_a_pool_can_be_made_outside_an_event_loop() -> None:
+    """Created at import time (for a metrics registry, say), entered later in a loop."""
+    pool = ItemBlockWorkerPool(workers=2)
+    pool.workers = 3
+    stats = pool.statistics()
+    assert (stats.workers, stats.in_use, stats.queued_blocks, stats.runs) == (3, 0, 0, 0)
+
+    async def main() -> Any:
+        async with pool:
+            return await pool.run(blocks_of(["a"], ["b"]), Tracker(delay=1))
+
+    assert run_virtual(main).ok

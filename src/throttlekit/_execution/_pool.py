@@ -567,7 +567,7 @@ class ItemBlockWorkerPool:
         self._closing = False  # the context is being left: no new runs
         self._stopping = False  # no new blocks (closing, or a callable raised a BaseException)
         self._failures: list[BaseException] = []  # BaseExceptions raised by callables
-        self._watching = anyio.CancelScope()  # see _watch
+        self._watching: anyio.CancelScope | None = None  # see _watch; made on entry
         self._threads = anyio.CapacityLimiter(workers)
 
     @property
@@ -605,6 +605,9 @@ class ItemBlockWorkerPool:
 
     async def __aenter__(self) -> ItemBlockWorkerPool:
         self._task_group = await self._tasks.open()  # RuntimeError if entered before
+        # Made here, not in __init__: a pool may be created outside an event loop (at
+        # import time, for a metrics registry) and entered later.
+        self._watching = anyio.CancelScope()
         self._task_group.start_soon(self._watch)
         for _ in range(self._workers):
             self._start_worker()
@@ -617,6 +620,7 @@ class ItemBlockWorkerPool:
         blocks in flight get the grace period; workers do not notice it themselves.
         """
         try:
+            assert self._watching is not None
             with self._watching:
                 # An event nobody sets, not sleep_forever(): no timer, so a virtual clock
                 # (throttlekit.testing) never sees an infinite deadline to jump towards.
@@ -633,6 +637,7 @@ class ItemBlockWorkerPool:
         assert self._task_group is not None
         self._closing = self._stopping = True
         self._closed.set()
+        assert self._watching is not None
         self._watching.cancel()
         try:
             with anyio.CancelScope(shield=True):
