@@ -18,7 +18,15 @@ import sys
 import threading
 import warnings
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    Callable,
+    Coroutine,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, Generic, Literal, Protocol, TypeVar, final
 
@@ -181,6 +189,7 @@ class _Run(Generic[T]):
         self.bytes_lock = threading.Lock()  # report_bytes() may come from worker threads
         self.last_progress = started
         self.changed = anyio.Event()  # something happened since the last report
+        self.report_on_change = on_progress is not None and progress_interval == 0
         if not blocks:
             self.done.set()
 
@@ -211,9 +220,14 @@ class _Run(Generic[T]):
             raise AssertionError(f"block {index} reported twice")
         self.results[index] = result
         self.remaining -= 1
-        self.changed.set()
+        self.touch()
         if self.remaining == 0:
             self.done.set()
+
+    def touch(self) -> None:
+        """Something changed: wake the reporter if it reports on every change."""
+        if self.report_on_change:
+            self.changed.set()
 
     def add_bytes(self, amount: int) -> None:
         with self.bytes_lock:
@@ -307,12 +321,13 @@ class _Run(Generic[T]):
             result = await result
         return result
 
-    async def execute(self, index: int) -> None:
+    def execute(self, index: int) -> Coroutine[Any, Any, None]:
         """
-        Run block ``index`` to its end and report it (exactly once). A callable's
-        BaseException propagates, after the block is reported.
+        Run block ``index`` to its end and report it (exactly once), when awaited. A
+        callable's BaseException propagates, after the block is reported. (It returns
+        the block's coroutine rather than awaiting it: one frame less per block.)
         """
-        await _BlockRun(self, index).execute()
+        return _BlockRun(self, index).execute()
 
 
 class _BlockRun:
@@ -340,7 +355,7 @@ class _BlockRun:
         record = ItemError(item=item, error=error, block=self.block, parent=parent, phase=phase)
         self.errors.append(record)
         run.errors += 1
-        run.changed.set()
+        run.touch()
         logger.warning("block %s: %s", self.block, record, exc_info=error)
         try:
             if run.on_error is not None:
@@ -362,7 +377,7 @@ class _BlockRun:
             run.additional_items_done += 1
         else:
             run.block_items_done += 1
-        run.changed.set()
+        run.touch()
 
     async def additional(self, item: Any, parent: Any, returned: Any) -> list[Any] | None:
         """The additional items ``process(item)`` returned, still to do; None if unusable."""
