@@ -4,8 +4,9 @@ and whenever a scope around the pool is cancelled, the pool ends promptly, repor
 block exactly once, lets the right exception out (or records it) and leaves no task behind.
 
 The matrix is: where the fault happens (process async, process sync in a thread, the pre
-hook, the post hook (sync, in a thread), key, on_error, on_progress while the run goes,
-on_progress at the end, an additional item's process) x what it is (ValueError,
+hook, the post hook (sync, in a thread), key, on_error (sync or async), on_progress while
+the run goes (sync or async), on_progress at the end, an additional item's process) x
+what it is (ValueError: recorded, or a CallbackWarning for on_error and on_progress,
 KeyboardInterrupt, SystemExit, a BaseException of the user's own, or the callable
 cancelling the scope around the pool) x where the run is awaited (inside the pool's
 ``async with``, or in a task outside it) x backend (asyncio and trio, virtual time).

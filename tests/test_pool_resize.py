@@ -288,3 +288,39 @@ async def test_a_policy_watcher_resizes_a_running_pool(tmp_path: Path) -> None:
             tg.cancel_scope.cancel()
     assert result.ok
     assert sorted(work.starts) == [0.0, 1.0, 2.0, 3.0, 3.0, 3.0, 3.0, 4.0]
+
+
+class Custom(BaseException):
+    """A BaseException of the user's own."""
+
+
+@pytest.mark.parametrize("what", [ValueError, KeyboardInterrupt, SystemExit, Custom])
+async def test_what_to_workers_raises(what: type[BaseException]) -> None:
+    """
+    An Exception from to_workers is a CallbackWarning and following goes on; a
+    BaseException leaves follow() (it runs in your task), and the pool is untouched.
+    """
+    error = what("to_workers failed")
+
+    async def values() -> AsyncIterator[int]:
+        for v in (2, 3, 4):
+            yield v
+
+    def to_workers(value: int) -> int:
+        if value == 3:
+            raise error
+        return value
+
+    with anyio.fail_after(100):
+        async with ItemBlockWorkerPool(workers=1) as pool:
+            if issubclass(what, Exception):
+                with pytest.warns(CallbackWarning, match="to_workers failed") as caught:
+                    await pool.follow(values(), to_workers)
+                assert caught[0].message.__cause__ is error
+                assert pool.workers == 4
+            else:
+                with pytest.raises(what) as info:
+                    await pool.follow(values(), to_workers)
+                assert info.value is error
+                assert pool.workers == 2
+            assert (await pool.run(blocks(2), Starts())).ok

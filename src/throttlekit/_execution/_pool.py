@@ -576,7 +576,7 @@ class ItemBlockWorkerPool:
         self._idle: deque[anyio.Event] = deque()
         self._busy = 0
         self._alive = 0  # worker tasks started and not yet ended (retiring ones included)
-        self._closed = anyio.Event()  # set when the context is being left (see follow)
+        self._followers: set[anyio.CancelScope] = set()  # follow() calls, ended on exit
         self._tasks = OwnedTaskGroup("ItemBlockWorkerPool")
         self._task_group: TaskGroup | None = None  # the open group of _tasks, once entered
         self._closing = False  # the context is being left: no new runs
@@ -651,7 +651,8 @@ class ItemBlockWorkerPool:
     ) -> bool | None:
         assert self._task_group is not None
         self._closing = self._stopping = True
-        self._closed.set()
+        for follower in self._followers:
+            follower.cancel()
         assert self._watching is not None
         self._watching.cancel()
         try:
@@ -797,23 +798,23 @@ class ItemBlockWorkerPool:
                 task_status.started()
 
         if not self._closing:
-            async with anyio.create_task_group() as tg:
-
-                async def end_with_the_pool() -> None:
-                    await self._closed.wait()
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(end_with_the_pool)
-                if watcher:
-                    changing: _Changing[V] = source  # type: ignore[assignment]
-                    apply(changing.policy)
-                    while True:
-                        apply(await changing.wait_for_change())
-                else:
-                    values: AsyncIterable[V] = source  # type: ignore[assignment]
-                    async for value in values:
-                        apply(value)
-                tg.cancel_scope.cancel()
+            # No task group of its own: what the source or to_workers raises leaves
+            # follow() as it was raised. Leaving the pool cancels this scope.
+            scope = anyio.CancelScope()
+            self._followers.add(scope)
+            try:
+                with scope:
+                    if watcher:
+                        changing: _Changing[V] = source  # type: ignore[assignment]
+                        apply(changing.policy)
+                        while True:
+                            apply(await changing.wait_for_change())
+                    else:
+                        values: AsyncIterable[V] = source  # type: ignore[assignment]
+                        async for value in values:
+                            apply(value)
+            finally:
+                self._followers.discard(scope)
         if not started:
             task_status.started()
 
