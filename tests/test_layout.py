@@ -51,6 +51,7 @@ def test_every_module_is_in_a_pillar_or_the_shared_core() -> None:
         "_tasks.py",
         "testing.py",
         "redis.py",
+        "prometheus.py",
         "_cli",
         "_site",
         *PILLARS,
@@ -99,3 +100,13 @@ def test_the_layout_check_sees_relative_imports() -> None:
     names = imported(PACKAGE / "_cli" / "_demo.py")
     assert "throttlekit._execution._pool" in names
     assert "throttlekit._throttle._ratelimit" in names
+
+
+def test_only_the_integrations_import_their_extras() -> None:
+    """No module of the core, a pillar or the site imports throttlekit.prometheus, so the
+    core never needs prometheus_client; the integration itself never imports the CLI."""
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "prometheus.py":
+            assert not any(part(name) == "_cli" for name in imported(path))
+            continue
+        assert not any(part(name) == "prometheus" for name in imported(path)), path
