@@ -235,10 +235,10 @@ class CpuGovernor:
         does in slices of at most 50 ms), so sync work that calls it stops at its next
         checkpoint instead of running to its end. In other threads it only sleeps.
         """
-        _raise_if_host_cancelled()
+        check = _host_cancel_check()  # raises at once if the host is already cancelled
         delay = self._advise()
         if delay > 0:
-            _sleep_cancellably(delay)
+            _sleep_checking(delay, check)
 
     def statistics(self) -> CpuGovernorStatistics:
         """A snapshot: target, window, checkpoints, time slept, CPU and wall time seen."""
@@ -257,24 +257,33 @@ class CpuGovernor:
 _SLICE: Final = 0.05  # seconds a sleeping worker thread goes without looking for a cancel
 
 
-def _raise_if_host_cancelled() -> None:
+def _host_cancel_check() -> Callable[[], None] | None:
     """
-    In a worker thread started by :func:`anyio.to_thread.run_sync`, raise the host task's
-    cancellation exception if its cancel scope was cancelled (anyio's
-    :func:`anyio.from_thread.check_cancelled`); in any other thread, do nothing.
+    :func:`anyio.from_thread.check_cancelled` if the calling thread is an anyio worker
+    thread (a task waits for it, and may be cancelled), else ``None``. Asking is itself a
+    check: it raises the host task's cancellation if that task is already cancelled.
+
+    The same contract as the rate limiter's helper of this name (public anyio API only
+    here: a plain thread costs one caught ``RuntimeError`` per call).
     """
-    with contextlib.suppress(RuntimeError):  # NoEventLoopError: not an anyio worker thread
+    try:
         anyio.from_thread.check_cancelled()
+    except RuntimeError:  # NoEventLoopError: not an anyio worker thread
+        return None
+    return anyio.from_thread.check_cancelled
 
 
-def _sleep_cancellably(delay: float) -> None:
-    """``time.sleep(delay)`` in slices, raising the host's cancellation between them."""
+def _sleep_checking(delay: float, check: Callable[[], None] | None) -> None:
+    """``time.sleep(delay)``; with a ``check``, in slices, calling it after each one."""
+    if check is None:
+        time.sleep(delay)
+        return
     remaining = delay
     while remaining > 0:
         piece = min(_SLICE, remaining)
         time.sleep(piece)
         remaining -= piece
-        _raise_if_host_cancelled()
+        check()
 
 
 # -- other processes ---------------------------------------------------------------------
