@@ -8,12 +8,13 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import anyio
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import throttlekit._throttle._ratelimit as ratelimit_module
-from throttlekit import Rate, RateLimiter, Schedule, UnitError
+from throttlekit import Rate, RateLimiter, RateLimiterStatistics, Schedule, UnitError
 from throttlekit.testing import ManualClock, run
 
 pytestmark = pytest.mark.anyio
@@ -375,6 +376,52 @@ async def test_statistics_report_the_line() -> None:
     assert (stats.rate, stats.burst, stats.tasks_waiting) == (Rate.parse("10/s"), 10.0, 0)
     assert stats.total_granted == 10
     assert stats.total_waited == pytest.approx(1.0)
+
+
+def test_statistics_call_waiting_tasks_tasks_waiting_and_keep_the_old_name_a_while() -> None:
+    """tasks_waiting is the field (anyio's name); waiters still reads, with a warning."""
+    stats = RateLimiter(10).statistics()
+    assert "tasks_waiting" in attrs.fields_dict(RateLimiterStatistics)
+    assert "waiters" not in attrs.fields_dict(RateLimiterStatistics)
+    with pytest.warns(DeprecationWarning, match="use tasks_waiting"):
+        assert stats.waiters == stats.tasks_waiting == 0
+
+
+def test_statistics_and_getters_only_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    With a waiter whose moment has come but who has not woken yet, statistics() says
+    it is granted, twice the same, and neither it nor the rate, burst and repr getters
+    wake anyone or apply anything; the next call that changes the line does.
+    """
+    fired: list[object] = []
+    original = ratelimit_module._ThreadSignal.fire
+
+    def fire(self: ratelimit_module._ThreadSignal) -> None:
+        fired.append(self)
+        original(self)
+
+    monkeypatch.setattr(ratelimit_module._ThreadSignal, "fire", fire)
+    clock = ManualClock()
+    limiter = RateLimiter(0.001, burst=10, clock=clock)  # 5 units: 5000 s of sleep
+    thread = threading.Thread(target=limiter.acquire_blocking, args=(5,), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while limiter.statistics().tasks_waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    clock.advance(5000)
+    first, second = limiter.statistics(), limiter.statistics()
+    assert first == second
+    assert (first.tasks_waiting, first.total_granted, first.tokens) == (0, 5, 0)
+    assert first.total_waited == pytest.approx(5000)
+    assert (limiter.rate, limiter.burst) == (Rate.parse("0.001/s"), 10)
+    assert "burst=10" in repr(limiter)
+    assert fired == []  # nobody was woken
+    assert thread.is_alive()
+    limiter.acquire_nowait(0)  # changes the line: brings it to now, waking the thread
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(fired) == 1
+    assert limiter.statistics() == first
 
 
 def test_threads_share_the_budget_on_a_manual_clock() -> None:

@@ -1,20 +1,28 @@
 """
 Cancellation points and faults: acquire raises before charging when its caller is
 cancelled, and whatever interrupts a waiter (where x what x backend) gives back what it
-was not handed out, leaves nobody in line and propagates unchanged.
+was not handed out, leaves nobody in line and propagates unchanged. The same holds for
+acquire_blocking in a worker thread whose task is cancelled, and when its timeout runs
+out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import threading
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import pytest
 
 import throttlekit._throttle._ratelimit as ratelimit_module
+from _procs import WAIT, wait_until
 from throttlekit import RateLimiter
 from throttlekit.testing import ManualClock
 
@@ -210,3 +218,148 @@ def test_acquire_does_not_yield_for_plain_tasks_with_nothing_pending() -> None:
 
     asyncio.run(main())
     assert ran == [1]
+
+
+# -- worker threads of cancelled tasks, and timeouts ------------------------------------------
+
+
+def stalled() -> tuple[RateLimiter, ManualClock]:
+    """
+    3 units of credit left, earning 1 unit in 1000 s of a clock that never moves unless
+    told: a thread that needs 2 more sleeps for 2000 real seconds.
+    """
+    clock = ManualClock()
+    limiter = RateLimiter(0.001, burst=10, clock=clock, full=True)
+    limiter.acquire_nowait(7)
+    return limiter, clock
+
+
+def intact(limiter: RateLimiter, granted: float = 7, tokens: float = 3) -> None:
+    stats = limiter.statistics()
+    assert (stats.tasks_waiting, stats.total_granted, stats.tokens) == (0, granted, tokens)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["waiting in line", "before it asks"])
+async def test_a_worker_thread_stops_when_its_task_is_cancelled(where: str) -> None:
+    """
+    A sync function in anyio.to_thread.run_sync, blocked in acquire_blocking on a clock
+    that never moves (or about to ask while it could pass at once), raises the
+    backend's cancellation when the scope around its task is cancelled: the scope
+    catches it, the thread returns, and the limiter is as if it had never asked.
+    """
+    limiter, _ = stalled()
+    go, returned = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            go.wait(WAIT)
+            limiter.acquire_blocking(5 if where == "waiting in line" else 1)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+        finally:
+            returned.set()
+
+    scope = anyio.CancelScope()
+
+    async def host() -> None:
+        with scope:
+            await anyio.to_thread.run_sync(work)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(host)
+        if where == "waiting in line":
+            go.set()
+            waiting = lambda: limiter.statistics().tasks_waiting == 1  # noqa: E731
+            await anyio.to_thread.run_sync(wait_until, waiting, "the thread waits in line")
+            scope.cancel()
+        else:
+            await anyio.to_thread.run_sync(time.sleep, 0.01)  # the thread has started
+            scope.cancel()
+            go.set()
+        if not await anyio.to_thread.run_sync(returned.wait, WAIT):
+            limiter.rate = math.inf  # wake it and let it go: fail rather than hang
+            pytest.fail("the worker thread did not notice that its task was cancelled")
+    assert scope.cancelled_caught
+    assert [type(exc) for exc in raised] == [anyio.get_cancelled_exc_class()]
+    intact(limiter)
+
+
+@pytest.mark.anyio
+async def test_a_worker_thread_of_a_live_task_is_not_disturbed() -> None:
+    """Not cancelled, a worker thread waits its turn as any thread does."""
+    limiter, clock = stalled()
+    done = threading.Event()
+
+    def work() -> None:
+        limiter.acquire_blocking(5)
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.to_thread.run_sync, work)
+        waiting = lambda: limiter.statistics().tasks_waiting == 1  # noqa: E731
+        await anyio.to_thread.run_sync(wait_until, waiting, "the thread waits in line")
+        assert not done.is_set()
+        clock.advance(2000)  # its moment has come
+        limiter.acquire_nowait(0)  # a call that brings the line to now wakes it
+        if not await anyio.to_thread.run_sync(done.wait, WAIT):
+            limiter.rate = math.inf  # let it go: fail rather than hang
+            pytest.fail("the worker thread was not granted")
+    assert done.is_set()
+    intact(limiter, granted=12, tokens=0)
+
+
+def test_a_timeout_of_zero_takes_only_what_passes_at_once() -> None:
+    """timeout=0: granted if it may pass now, else TimeoutError and nothing charged."""
+    limiter, _ = stalled()
+    limiter.acquire_blocking(1, timeout=0)
+    with pytest.raises(TimeoutError, match="timed out"):
+        limiter.acquire_blocking(5, timeout=0)
+    intact(limiter, granted=8, tokens=2)
+
+
+@pytest.mark.parametrize("chain", [False, True])
+def test_a_timeout_gives_back_everything_and_nobody_behind_loses(chain: bool) -> None:
+    """
+    A thread whose timeout runs out while it waits raises TimeoutError and leaves the
+    limiter as if it had never asked; in a chain, the grant of the levels it had
+    passed is given back too. (Real time: a short timeout on the monotonic clock.)
+    """
+    parent = RateLimiter(1, burst=10, full=True)
+    parent.acquire_nowait(7)
+    child = RateLimiter(1000, burst=10, parent=parent, full=True) if chain else None
+    with pytest.raises(TimeoutError):
+        (child or parent).acquire_blocking(5, timeout=timedelta(milliseconds=20))
+    stats = parent.statistics()
+    assert (stats.tasks_waiting, stats.total_granted) == (0, 7)
+    assert stats.tokens >= 3  # what it had left, plus what was earned meanwhile
+    if child is not None:
+        stats = child.statistics()
+        assert (stats.tasks_waiting, stats.total_granted, stats.tokens) == (0, 0, 10)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error", "fragment"),
+    [
+        (-1, ValueError, "timeout must be >= 0 seconds"),
+        (math.nan, ValueError, "timeout must be >= 0 seconds"),
+        (True, TypeError, "timeout must be seconds or a timedelta, got bool"),
+        ("1", TypeError, "timeout must be seconds or a timedelta, got str"),
+        (10**400, ValueError, "timeout is too large"),
+    ],
+)
+def test_bad_timeouts_are_refused(timeout: object, error: type, fragment: str) -> None:
+    limiter, _ = stalled()
+    with pytest.raises(error, match=fragment):
+        limiter.acquire_blocking(1, timeout=timeout)  # type: ignore[arg-type]
+    intact(limiter)
+
+
+def test_an_infinite_timeout_waits_as_none_does() -> None:
+    """timeout=math.inf waits until granted. (Real time: about 20 ms at 100/s.)"""
+    limiter = RateLimiter(100, burst=10, full=True)
+    limiter.acquire_nowait(7)
+    limiter.acquire_blocking(5, timeout=math.inf)
+    assert limiter.statistics().total_granted == 12
