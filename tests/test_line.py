@@ -384,11 +384,13 @@ def test_reading_the_rate_past_a_boundary_applies_nothing() -> None:
 def test_take_along_takes_from_every_level_or_none() -> None:
     """A chain takes only if every level has the amount now and nobody waits anywhere."""
     child, parent = make_line(100, 10, full=True), make_line(1, 5, full=True)
-    assert take_along([child, parent], 5, 0.0) == (True, [])
-    assert take_along([child, parent], 1, 0.0) == (False, [])  # the parent is empty
+    taken, fire = take_along([child, parent], 5, 0.0)
+    assert taken and not fire
+    taken, fire = take_along([child, parent], 1, 0.0)
+    assert not taken and not fire  # the parent is empty
     assert (child.granted, parent.granted) == (5, 5)
     assert child.bucket.available(0.0) == 5  # nothing taken from the child either
     w = Waiter(1, 0.0)
     parent.enter(w, 0.0)
     taken, fire = take_along([child, parent], 0, 1.0)  # w is granted at 1.0 on the way
-    assert taken and fire == [w]
+    assert taken and list(fire) == [w]

@@ -342,17 +342,19 @@ class WaiterLine(Generic[W]):
         return fire
 
 
-def take_along(lines: Sequence[WaiterLine[W]], amount: float, now: float) -> tuple[bool, list[W]]:
+def take_along(
+    lines: Sequence[WaiterLine[W]], amount: float, now: float
+) -> tuple[bool, Sequence[W]]:
     """
     Take ``amount`` from every line of a chain (a limiter and its ancestors) if each has
     it at ``now`` and nobody waits in any of them; otherwise take nothing. Also returns
     the waiters to wake (bringing a line with waiters or a boundary due to ``now`` may
     grant some).
     """
-    fire: list[W] = []
+    fire: Sequence[W] = ()
     for line in lines:
         if now >= line.switch_at - EPS or line.bucket.waiting:
-            fire += line.sync(now)
+            fire = [*fire, *line.sync(now)]
         if line.bucket.available(now) < amount:
             return False, fire
     for line in lines:

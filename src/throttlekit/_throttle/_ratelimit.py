@@ -18,8 +18,12 @@ How waiting works, and why:
 * **Anything that changes the line re-times the next due.** A refund, a new rate or
   burst, or a schedule boundary recomputes it and wakes it if it sleeps too long; a waiter
   that wakes early (its moment moved later) goes back to sleep until it is due.
-* **Cancellation refunds.** A waiter that leaves the line (cancelled, or granted but
-  cancelled before it could return) gives back what it was not yet served.
+* **Cancellation refunds.** A waiter that leaves the line (cancelled, timed out, or
+  granted but cancelled before it could return) gives back what it was not yet served.
+* **Threads of cancelled tasks stop.** A thread that an anyio task started
+  (:func:`anyio.to_thread.run_sync`) cannot be interrupted, so while it waits it looks
+  every ``_CANCEL_SLICE`` seconds whether that task was cancelled, and raises the
+  task's cancellation if so: sync work stops at its next throttle call.
 * **One lock and one timeline per tree.** A limiter and all its descendants share one
   ``threading.Lock``, held only for the arithmetic, never across a wait, and one
   :class:`Timeline`: so tasks and threads share one budget, and a chain of limiters is
@@ -594,9 +598,12 @@ class RateLimiter:
     event loop's clock when it keeps virtual time (the clocks rule: see this module's
     docstring and "Threads and tasks together" in the throttle docs).
 
-    **Three ways in.** ``await acquire(n)`` in tasks, ``acquire_blocking(n)`` in threads,
-    and ``acquire_nowait(n)``, which raises :class:`anyio.WouldBlock` instead of waiting.
-    Change ``limiter.rate`` (or ``burst``) at any time: waiters are re-timed at once.
+    **Three ways in.** ``await acquire(n)`` in tasks, ``acquire_blocking(n, timeout=None)``
+    in threads (in an anyio worker thread it is also a cancellation point of the task
+    that started the thread), and ``acquire_nowait(n)``, which raises
+    :class:`anyio.WouldBlock` instead of waiting. Change ``limiter.rate`` (or ``burst``)
+    at any time: waiters are re-timed at once. Reading them, or :meth:`statistics`, only
+    reads.
 
     It limits a rate, not concurrency: for "at most N at once" use
     :class:`OperationLimits` or :class:`anyio.CapacityLimiter`.
@@ -856,6 +863,10 @@ class RateLimiter:
         tree = self._tree
         with tree.lock:
             now = tree.now()
+            line = self._line
+            if self._parent is None and now < line.switch_at and line.bucket.try_take(amount, now):
+                line.granted += amount
+                return
             taken, fire = take_along(self._lines, amount, now)
         _fire(fire)
         if taken:
