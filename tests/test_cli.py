@@ -331,7 +331,6 @@ def test_run_reports_death_by_signal_as_128_plus_n() -> None:
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["run", "--", "no-such-command-here"], "command not found: no-such-command-here"),
         (["run", "--ionice", "fast", "--", "true"], "invalid --ionice 'fast'"),
         (["run", "--ionice", "idle:3", "--", "true"], "the idle class has no level"),
         (["run", "--cpu", "0", "--", "true"], "invalid --cpu 0.0"),

@@ -379,8 +379,7 @@ def test_the_command_and_its_children_are_born_in_the_cgroup() -> None:
 @needs_cgroup
 def test_the_cgroup_is_removed_when_the_command_cannot_start() -> None:
     before = our_cgroups(os.getpid())
-    with pytest.raises(ProcessControlError, match="command not found"):
-        run_command(["no-such-command-here"], cpu=30, backend="cgroup")
+    assert run_command(["no-such-command-here"], cpu=30, backend="cgroup") == 127
     assert our_cgroups(os.getpid()) == before
 
 

@@ -218,15 +218,51 @@ def test_a_priority_the_kernel_refuses_is_an_error_and_nothing_runs(
     assert not marker.exists()
 
 
-def test_a_command_that_cannot_start_is_a_process_control_error(tmp_path: Path) -> None:
-    """Not found, or not executable: a ThrottlekitError that is also an OSError."""
-    with pytest.raises(ProcessControlError, match="command not found: no-such-command") as e:
-        run_command(["no-such-command-here"])
-    assert e.value.errno == errno.ENOENT
-    script = tmp_path / "script"
-    script.write_text("#!/bin/sh\n")
-    with pytest.raises(ProcessControlError, match=f"cannot run {script}: Permission denied"):
-        run_command([str(script)])
+@pytest.mark.parametrize("backend", ["signals", "cgroup"])
+@pytest.mark.parametrize(
+    ("make", "status", "fragment"),
+    [
+        (lambda d: "no-such-command-here", 127, "command not found: no-such-command-here"),
+        (lambda d: str(d / "missing" / "tool"), 127, "command not found: "),
+        (lambda d: _script(d, "#!/bin/sh\n", 0o644), 126, "Permission denied"),
+        (lambda d: str(d), 126, "cannot run "),
+        (lambda d: _script(d, "\x7fELF garbage", 0o755), 126, "Exec format error"),
+    ],
+    ids=["not on PATH", "no such path", "not executable", "a directory", "not a program"],
+)
+def test_a_command_that_cannot_run_exits_127_or_126(
+    capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    backend: str,
+    make: Callable[[Path], str],
+    status: int,
+    fragment: str,
+) -> None:
+    """As env, nice and timeout: 127 not found, 126 found but not runnable; one line."""
+    if backend == "cgroup" and not isinstance(cpu_module.cgroup_place(), cpu_module._CgroupPlace):
+        pytest.skip(f"no cgroup may be made here: {cpu_module.cgroup_place()}")
+    assert run_command([make(tmp_path)], cpu=30, backend=backend) == status
+    err = capfd.readouterr().err
+    assert err.startswith("throttlekit: error: ")
+    assert fragment in err
+    assert err.count("\n") == 1
+
+
+def _script(directory: Path, text: str, mode: int) -> str:
+    path = directory / "script"
+    path.write_text(text)
+    path.chmod(mode)
+    return str(path)
+
+
+def test_the_command_line_exits_127_and_126() -> None:
+    """Through `throttlekit run` itself, without --cpu."""
+    missing = throttlekit("run", "--", "no-such-command-here")
+    assert missing.returncode == 127
+    assert missing.stderr == "throttlekit: error: command not found: no-such-command-here\n"
+    directory = throttlekit("run", "--", "/")
+    assert directory.returncode == 126
+    assert directory.stderr.startswith("throttlekit: error: cannot run /: ")
 
 
 # -- a failure once the command runs: never orphaned, status kept ------------------------
@@ -449,3 +485,47 @@ def test_the_parent_death_signal_continues_the_command_without_the_watchdog() ->
         run.wait(WAIT)
         assert run.stdout is not None
         run.stdout.close()
+
+
+# -- the command line's backend options --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--backend", "signals"], "for the whole process tree, by stopping and continuing"),
+        (["--no-children"], "for the command only, by stopping and continuing"),
+        (["--backend", "auto"], "for the whole process tree, by "),
+    ],
+)
+def test_run_says_which_backend_and_why(options: list[str], fragment: str) -> None:
+    result = throttlekit("run", "-v", "--cpu", "40", *options, "--", "sh", "-c", "exit 5")
+    assert result.returncode == 5, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("throttlekit: info: --cpu 40 ")
+    assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--cpu", "30", "--backend", "cgroup", "--no-children"], "--no-children needs"),
+        (["--backend", "signals"], "--backend signals needs --cpu"),
+        (["--cpu", "30", "--backend", "kernel"], "invalid choice: 'kernel'"),
+    ],
+)
+def test_run_refuses_backend_options_that_do_not_fit(
+    options: list[str], fragment: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    result = throttlekit("run", *options, "--", "touch", str(marker))
+    assert result.returncode == 2
+    assert fragment in result.stderr
+    assert not marker.exists()
+
+
+def test_run_help_names_the_backends() -> None:
+    text = " ".join(throttlekit("run", "--help").stdout.split())
+    for words in ("--backend {auto,cgroup,signals}", "--no-children", "127: not found"):
+        assert words in text

@@ -8,7 +8,8 @@ Every way out is an exit status and at most one line on stderr, never a tracebac
   full): one ``throttlekit: error:`` line. An unexpected internal error is also one line
   and 2; ``THROTTLEKIT_DEBUG=1`` adds its traceback.
 * 130: interrupted (Ctrl-C).
-* ``run``: the command's own status (128 + N when signal N killed it).
+* ``run``: the command's own status (128 + N when signal N killed it); 127 when the
+  command is not found and 126 when it cannot be run, as ``env`` and ``nice`` do.
 
 When the reader of stdout goes away (``| head``), the command stops writing and exits
 quietly with the status it would have had. Arguments are all checked before anything
@@ -398,7 +399,15 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     if command and command[0] == "--":
         command = command[1:]
     out.flush()
-    return run_command(command, cpu=args.cpu, nice=args.nice, ionice=args.ionice)
+    return run_command(
+        command,
+        cpu=args.cpu,
+        nice=args.nice,
+        ionice=args.ionice,
+        children=args.children,
+        backend=args.backend,
+        verbose=args.verbose,
+    )
 
 
 def _indent(text: str, prefix: str = "    ") -> str:
@@ -495,9 +504,14 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run a command at lower priority and under a CPU cap",
         description="Run COMMAND at lower CPU and I/O priority (nice 10, best-effort I/O by "
-        "default, as Avamar does) and, with --cpu, with its average CPU held at PERCENT of "
-        "one core. Its exit status is passed through and it is never left stopped, not even "
-        "if throttlekit itself is killed. Every option is checked before it starts.",
+        "default, as Avamar does) and, with --cpu, with the average CPU of COMMAND and every "
+        "process it starts held at PERCENT of one core. The cap is the kernel's (a cgroup "
+        "made for the command: exact, nothing is ever stopped) where throttlekit may write "
+        "a cgroup (root, or a delegated cgroup v2 subtree with the cpu controller), else "
+        "signals (stopping and continuing it, as cpulimit does); -v says which and why. "
+        "Its exit status is passed through (127: not found, 126: cannot be run) and it is "
+        "never left stopped, not even if throttlekit itself is killed. Every option is "
+        "checked before it starts.",
     )
     p.add_argument(
         "--cpu",
@@ -517,6 +531,25 @@ def _parser() -> argparse.ArgumentParser:
         "--ionice",
         metavar="CLASS[:LEVEL]",
         help="idle, none, best-effort[:0-7] or realtime[:0-7] (realtime needs privilege)",
+    )
+    p.add_argument(
+        "--no-children",
+        dest="children",
+        action="store_false",
+        help="cap COMMAND alone, not the processes it starts (signals backend only)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "cgroup", "signals"),
+        default="auto",
+        help="how --cpu is held: cgroup (the kernel's quota; needs a writable cgroup), "
+        "signals (SIGSTOP/SIGCONT), or auto (default: cgroup where possible, else signals)",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="say on stderr how the CPU cap is held and why",
     )
     p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     p.set_defaults(func=_cmd_run)

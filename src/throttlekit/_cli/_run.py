@@ -21,7 +21,8 @@ The cap covers the whole process tree (the command and every process it starts:
   else ``signals``. :func:`describe_cap` says which one and why (``-v``).
 
 * Every option is checked before the command starts (:func:`check_run_options`): a bad
-  value, or a priority this process may not give, is an error and nothing runs.
+  value, or a priority this process may not give, is an error and nothing runs. A
+  command that is not found exits 127, one that cannot be run 126 (as ``env`` does).
 * The command's exit status is passed through (128 + N when signal N killed it). Ctrl-C
   reaches it (it is in the terminal's foreground process group; this process ignores the
   interrupt while it waits), and SIGTERM or SIGHUP sent to this process is forwarded to
@@ -104,6 +105,16 @@ _CAP_SYS_ADMIN: Final = 21
 _CAP_SYS_NICE: Final = 23
 _PR_SET_PDEATHSIG: Final = 1
 _FORWARDED: Final = (signal.SIGTERM, signal.SIGHUP)
+EXIT_NOT_FOUND: Final = 127  # the command was not found (as env, nice, timeout and shells)
+EXIT_CANNOT_RUN: Final = 126  # found, but it could not be run (not executable, say)
+
+
+class _CannotExecute(ProcessControlError):
+    """The command could not be executed; ``status`` is what ``run`` exits with."""
+
+    def __init__(self, code: int | None, message: str, status: int) -> None:
+        super().__init__(code, message)
+        self.status = status
 
 
 def _invalid(message: str) -> ConfigError:
@@ -361,8 +372,11 @@ def run_command(
     Run ``argv`` as described above; returns the exit status to exit with.
 
     Call it from the main thread (it handles signals). The options are checked first
-    (:func:`check_run_options`); a command that cannot start is a
-    :class:`ProcessControlError`. ``verbose`` writes one line to stderr saying how the
+    (:func:`check_run_options`). A command that cannot be executed returns 127 (not
+    found) or 126 (found but not runnable: not executable, a directory, not a program)
+    after one ``throttlekit: error:`` line on stderr, as ``env``, ``nice`` and
+    ``timeout`` do; a priority the system refuses at the start is a
+    :class:`ProcessControlError` (nothing ran). ``verbose`` writes one line to stderr saying how the
     CPU cap is held and why (:func:`describe_cap`).
     """
     options = check_run_options(
@@ -409,7 +423,11 @@ def _run(options: RunOptions, *, verbose: bool = False) -> int:
         if options.backend == "cgroup":
             cgroup, options = _make_cgroup(options)
         try:
-            process, options = _start(options, ignored, cgroup)
+            try:
+                process, options = _start(options, ignored, cgroup)
+            except _CannotExecute as e:  # as env, nice and timeout do: 127 or 126
+                _say("error", str(e))
+                return e.status
             if verbose and options.cpu is not None:
                 _say("info", describe_cap(options, cgroup))
             for number in early:
@@ -514,9 +532,9 @@ def _popen(
     try:
         return subprocess.Popen(list(options.argv), preexec_fn=in_child)
     except FileNotFoundError as e:
-        raise ProcessControlError(e.errno, f"command not found: {name}") from e
-    except OSError as e:
-        raise ProcessControlError(e.errno, f"cannot run {name}: {e.strerror}") from e
+        raise _CannotExecute(e.errno, f"command not found: {name}", EXIT_NOT_FOUND) from e
+    except OSError as e:  # not executable, a directory, not a program (ENOEXEC), ...
+        raise _CannotExecute(e.errno, f"cannot run {name}: {e.strerror}", EXIT_CANNOT_RUN) from e
     except subprocess.SubprocessError as e:  # the child could not take the priority
         raise ProcessControlError(
             errno.EPERM,
