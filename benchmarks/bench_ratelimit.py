@@ -8,7 +8,8 @@ for "R per second": a one-second window. Peers that are not installed are skippe
 
 Figures: uncontended overhead (in a plain ``asyncio.run`` task and in an ``anyio.run``
 one); accuracy of 10 MiB/s in 64 KiB chunks (achieved rate and the worst 100 ms window
-against its share); threads with asyncio tasks and with trio tasks on one limiter; CPU of
+against its share); threads with asyncio tasks and with trio tasks on one limiter;
+uncontended acquire_blocking in a plain thread and in anyio worker threads; CPU of
 50 waiters against the floor of tasks that merely sleep; semantics probes (a large request
 among small ones, a request larger than the burst, a storm of cancelled waiters, pacing
 with a burst of one, a megabyte at 1 GB/s with a burst of one byte); large amounts in
@@ -30,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from throttlekit import RateLimiter, ThrottledWriter
 
@@ -161,6 +163,36 @@ async def accuracy(make: Callable[..., Acquire], tasks: int, seconds: float, uni
             j += 1
         worst = max(worst, i - j + 1)
     return achieved, worst * CHUNK / (rate * 0.1)
+
+
+def blocking_overhead(n: int) -> list[list[str]]:
+    """
+    Microseconds per uncontended acquire_blocking: in a plain thread, and in anyio worker
+    threads, where each call also asks whether the task that started the thread was
+    cancelled (what makes sync work cancellable).
+    """
+
+    def per_call(_: object = None) -> float:
+        limiter = RateLimiter(1e12)
+        best = math.inf
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(n):
+                limiter.acquire_blocking(1)
+            best = min(best, (time.perf_counter() - t) / n * 1e6)
+        return best
+
+    async def in_worker() -> float:
+        return await anyio.to_thread.run_sync(per_call)
+
+    plain = per_call()
+    rows = [["a plain thread", f"{plain:.2f} us", "1.00x"]]
+    for backend in ("asyncio", "trio"):
+        worker = anyio.run(in_worker, backend=backend)
+        rows.append(
+            [f"an anyio worker thread ({backend})", f"{worker:.2f} us", f"{worker / plain:.2f}x"]
+        )
+    return rows
 
 
 def threads_and_tasks(seconds: float, backend: str = "asyncio") -> float:
@@ -442,6 +474,11 @@ def main() -> None:
     print(f"\n3 threads + 3 asyncio tasks on one throttlekit limiter: {ratio:.3f} of the rate")
     ratio = threads_and_tasks(2 * scale, "trio")
     print(f"3 threads + 3 trio tasks on one throttlekit limiter: {ratio:.3f} of the rate")
+    table(
+        "Uncontended acquire_blocking (the cancellation check in worker threads)",
+        blocking_overhead(n),
+        ["called from", "per call", "vs a plain thread"],
+    )
 
     floor = asyncio.run(cpu_of_waiters(None, 3 * scale))
     rows = []
