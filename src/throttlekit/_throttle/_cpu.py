@@ -50,6 +50,7 @@ from .._checks import (
     check_seconds,
 )
 from .._errors import ProcessControlError
+from ._hostcancel import host_cancel_check, sleep_checking
 
 __all__ = [
     "CpuGovernor",
@@ -235,10 +236,12 @@ class CpuGovernor:
         does in slices of at most 50 ms), so sync work that calls it stops at its next
         checkpoint instead of running to its end. In other threads it only sleeps.
         """
-        check = _host_cancel_check()  # raises at once if the host is already cancelled
+        check = host_cancel_check()
+        if check is not None:
+            check()  # raises at once if the host is already cancelled
         delay = self._advise()
         if delay > 0:
-            _sleep_checking(delay, check)
+            sleep_checking(delay, check)
 
     def statistics(self) -> CpuGovernorStatistics:
         """A snapshot: target, window, checkpoints, time slept, CPU and wall time seen."""
@@ -252,38 +255,6 @@ class CpuGovernor:
                 cpu_seconds=self._last[1] - first[1],
                 wall_seconds=self._last[0] - first[0],
             )
-
-
-_SLICE: Final = 0.05  # seconds a sleeping worker thread goes without looking for a cancel
-
-
-def _host_cancel_check() -> Callable[[], None] | None:
-    """
-    :func:`anyio.from_thread.check_cancelled` if the calling thread is an anyio worker
-    thread (a task waits for it, and may be cancelled), else ``None``. Asking is itself a
-    check: it raises the host task's cancellation if that task is already cancelled.
-
-    The same contract as the rate limiter's helper of this name (public anyio API only
-    here: a plain thread costs one caught ``RuntimeError`` per call).
-    """
-    try:
-        anyio.from_thread.check_cancelled()
-    except RuntimeError:  # NoEventLoopError: not an anyio worker thread
-        return None
-    return anyio.from_thread.check_cancelled
-
-
-def _sleep_checking(delay: float, check: Callable[[], None] | None) -> None:
-    """``time.sleep(delay)``; with a ``check``, in slices, calling it after each one."""
-    if check is None:
-        time.sleep(delay)
-        return
-    remaining = delay
-    while remaining > 0:
-        piece = min(_SLICE, remaining)
-        time.sleep(piece)
-        remaining -= piece
-        check()
 
 
 # -- other processes ---------------------------------------------------------------------

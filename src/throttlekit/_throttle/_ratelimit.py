@@ -22,7 +22,7 @@ How waiting works, and why:
   granted but cancelled before it could return) gives back what it was not yet served.
 * **Threads of cancelled tasks stop.** A thread that an anyio task started
   (:func:`anyio.to_thread.run_sync`) cannot be interrupted, so while it waits it looks
-  every ``_CANCEL_SLICE`` seconds whether that task was cancelled, and raises the
+  every ``CANCEL_SLICE`` seconds whether that task was cancelled, and raises the
   task's cancellation if so: sync work stops at its next throttle call.
 * **One lock and one timeline per tree.** A limiter and all its descendants share one
   ``threading.Lock``, held only for the arithmetic, never across a wait, and one
@@ -66,6 +66,7 @@ import anyio.lowlevel
 from attrs import frozen
 
 from .._checks import check_callable, check_number, check_seconds
+from ._hostcancel import CANCEL_SLICE, host_cancel_check
 from ._line import Waiter, WaiterLine, take_along
 from ._schedule import Schedule
 from ._units import Rate, check_rate_number
@@ -79,7 +80,6 @@ _MAX_FLOAT: Final = sys.float_info.max
 _MAX_SLEEP: Final = 86400.0
 # How often a thread waiting on behalf of an anyio task (a worker thread) looks whether
 # that task was cancelled, in real seconds: the bound on how late it notices.
-_CANCEL_SLICE: Final = 0.05
 
 RateSpec = Rate | Schedule | str | float
 
@@ -520,38 +520,6 @@ async def _other_cancel_point() -> None:
         await anyio.lowlevel.checkpoint_if_cancelled()
 
 
-def _host_cancel_check() -> Callable[[], None] | None:
-    """
-    :func:`anyio.from_thread.check_cancelled` if the calling thread is an anyio worker
-    thread (so a task waits for it and may be cancelled), else ``None``.
-
-    Asked once per blocking acquire, so it must be cheap in plain threads: anyio's
-    thread-local marks its worker threads, and is read directly when anyio's internals
-    are as expected; otherwise the public function is asked, and a thread it refuses
-    (a ``RuntimeError``: not an anyio worker thread) cannot be cancelled.
-    """
-    if _worker_marks is not None:
-        if getattr(_worker_marks, "current_token", None) is None:
-            return None
-        return anyio.from_thread.check_cancelled
-    try:  # pragma: no cover - another anyio
-        anyio.from_thread.check_cancelled()
-    except RuntimeError:  # pragma: no cover
-        return None
-    return anyio.from_thread.check_cancelled  # pragma: no cover
-
-
-def _load_worker_marks() -> Any:
-    try:
-        from anyio._core._eventloop import threadlocals
-    except ImportError:  # pragma: no cover - another anyio
-        return None
-    return threadlocals if isinstance(threadlocals, threading.local) else None
-
-
-_worker_marks: Any = _load_worker_marks()
-
-
 # -- the limiter -------------------------------------------------------------------------
 
 
@@ -857,7 +825,7 @@ class RateLimiter:
         """
         amount = check_amount(amount)
         limit = math.inf if timeout is None else check_seconds(timeout, "timeout", allow_inf=True)
-        cancelled = _host_cancel_check()
+        cancelled = host_cancel_check()
         if cancelled is not None:
             cancelled()  # a cancellation point: raise before anything is charged
         tree = self._tree
@@ -895,7 +863,7 @@ class RateLimiter:
                     signal.wait(timeout)
                     self._after_sleep(w)
                 else:  # look at the host task now and then
-                    signal.wait(min(timeout, _CANCEL_SLICE))
+                    signal.wait(min(timeout, CANCEL_SLICE))
                     self._after_sleep(w)
                     if not w.done:
                         cancelled()
