@@ -55,14 +55,15 @@ class ConfigProblem:
     """
     One thing wrong (or suspicious) in a configuration document, and where it is.
 
-    ``path`` locates the value in the document in a JSONPath-like form such as
-    ``loadConcurrency.perNodeConfig[1].number`` (an empty string means "the whole
-    document"); ``message`` says what is wrong and, where it can, what to write instead.
     The same record is used for hard errors (inside :class:`ConfigError`) and for the
-    warnings that lenient loading collects.
+    warnings that lenient loading collects; ``str()`` is ``"path: message"``.
     """
 
+    #: Where the value is in the document, in a JSONPath-like form such as
+    #: ``loadConcurrency.perNodeConfig[1].number``; an empty string means "the whole
+    #: document".
     path: str
+    #: What is wrong and, where it can, what to write instead.
     message: str
 
     def __str__(self) -> str:
@@ -74,12 +75,11 @@ class ConfigError(ThrottlekitError, ValueError):
     A configuration cannot be used.
 
     Unlike a typical parser error, it carries *every* problem found, not only the first,
-    so that one run of ``throttlekit validate`` is enough to fix a document.
-
-    Attributes:
-        problems: the :class:`ConfigProblem` records, in document order.
+    so that one run of ``throttlekit validate`` is enough to fix a document: they are in
+    ``problems``, and ``str()`` lists them one a line.
     """
 
+    #: The :class:`ConfigProblem` records, in document order.
     problems: tuple[ConfigProblem, ...]
 
     def __init__(self, problems: Iterable[ConfigProblem] | str) -> None:
@@ -114,6 +114,7 @@ class SelectorError(ThrottlekitError, ValueError):
     message quotes the offending text instead.
     """
 
+    #: The offending part inside the selector; empty for the string syntax.
     path: str
 
     def __init__(self, message: str, *, path: str = "") -> None:
