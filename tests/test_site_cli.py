@@ -6,13 +6,19 @@ import argparse
 import io
 import json
 import math
+import pathlib
+import random
+import subprocess
+import sys
 
 import pytest
 
 redis = pytest.importorskip("redis")
 
+from _procs import wait_until  # noqa: E402
 from _redis_server import RedisServer, redis_server_fixture  # noqa: E402, F401
 from throttlekit import Rate  # noqa: E402
+from throttlekit._cli import _pipe  # noqa: E402
 from throttlekit._cli._site import (  # noqa: E402
     SiteCommandError,
     add_pipe_site_options,
@@ -132,3 +138,158 @@ def test_infinite_values_are_json_safe() -> None:
     from throttlekit._cli._site import _jsonable
 
     assert _jsonable({"a": [math.inf, 1.0]}) == {"a": ["inf", 1.0]}
+
+
+# -- through the command line (main), as users run it ----------------------------------------
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``main(argv)`` in this process: status, stdout, stderr."""
+    from throttlekit._cli._main import main
+
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_main_site_status_table_and_json(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`throttlekit site status URL` prints the tables, and `--json` the same as data."""
+    sites = members(redis_server, 2)
+    try:
+        for site in sites:
+            site.rate_limiter("uplink", "40MiB/s")
+        status, table, err = cli(capsys, "site", "status", redis_server.url, "--namespace", "a")
+        assert (status, err) == (0, "")
+        status, text, err = cli(
+            capsys, "site", "status", redis_server.url, "--namespace", "a", "--json"
+        )
+        assert (status, err) == (0, "")
+    finally:
+        for site in sites:
+            site.close()
+    assert "site a: 2 live member(s)" in table
+    assert "host0:1" in table and "host1:1" in table
+    assert "shared rate uplink: 40MiB/s for 2 member(s)" in table
+    data = json.loads(text)
+    assert data["namespace"] == "a"
+    assert [r["name"] for r in data["rates"]] == ["uplink"]
+    assert [m["share"] for m in data["rates"][0]["members"]] == [20 * MIB, 20 * MIB]
+
+
+def test_main_site_set_rate_reaches_a_running_member(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`throttlekit site set-rate` changes the share a member's limiter runs at."""
+    site = RedisSite(redis_server.url, namespace="a", member="m", refresh=0.05, lease=1.0)
+    with site:  # the real heartbeat thread
+        limiter = site.rate_limiter("uplink", "40MiB/s")
+        assert limiter.rate.per_second == 40 * MIB
+        status, out, err = cli(
+            capsys, "site", "set-rate", redis_server.url, "uplink", "8MiB/s", "--namespace", "a"
+        )
+        assert (status, err) == (0, "")
+        assert out == "uplink: site rate 8MiB/s (rate)\n"
+        wait_until(lambda: limiter.rate.per_second == 8 * MIB, "the member follows")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("site", "status", "http://x/"), "URL 'http://x/' is not a Redis URL"),
+        (("site", "status", "{url}", "--namespace", "a b"), "--namespace must be"),
+        (("site", "set-rate", "{url}", "up/x", "1MiB/s"), "NAME must be"),
+        (("site", "set-rate", "{url}", "up", "fast"), "RATE: invalid rate 'fast'"),
+        (("site", "set-rate", "{url}", "nothing", "1MiB/s"), "has no shared rate"),
+        (("site", "status", "unix:///nonexistent/r.sock"), "cannot reach Redis"),
+        (("pipe", "--rate", "1MiB/s", "--site", "http://x/"), "--site: url 'http://x/'"),
+        (("pipe", "--rate", "1MiB/s", "--site", "{url}", "--name", "a b"), "--name must be"),
+        (("pipe", "--rate", "fast", "--site", "{url}"), "--rate: invalid rate 'fast'"),
+        (("pipe", "--rate", "1MiB/s", "--site", "unix:///nonexistent/r.sock"), "cannot reach"),
+    ],
+)
+def test_main_bad_input_is_one_error_line_and_status_2(
+    redis_server: RedisServer,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+    message: str,
+) -> None:
+    status, out, err = cli(capsys, *(a.format(url=redis_server.url) for a in argv))
+    assert status == 2
+    assert out == ""
+    assert err.startswith("throttlekit: error: ") and err.count("\n") == 1, err
+    assert message in err
+
+
+def test_main_pipe_with_site_copies_byte_exact(
+    redis_server: RedisServer,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`throttlekit pipe --site URL --name N` copies every byte, as a member of the site."""
+    from throttlekit._cli._main import main
+
+    data = random.Random(5).randbytes(300_000)
+    (tmp_path / "in").write_bytes(data)
+    client = redis_server.client()
+    seen: list[int] = []
+    real_copy = _pipe.copy
+
+    def copy(*args: object, **kwargs: object) -> int:
+        seen.append(client.zcard("a:{a/rate/up}:alive"))  # a member while it copies
+        return real_copy(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_pipe, "copy", copy)
+    with open(tmp_path / "in", "rb") as src, open(tmp_path / "out", "wb") as dst:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(src))
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(dst))
+        argv = ["pipe", "--rate", "1GiB/s", "--site", redis_server.url, "--name", "up"]
+        assert main([*argv, "--namespace", "a", "-q"]) == 0
+    assert (tmp_path / "out").read_bytes() == data
+    assert seen == [1]
+    assert client.zcard("a:{a/rate/up}:alive") == 0  # left the site at the end
+    assert client.zcard("a:{a/site}:members") == 0
+
+
+def test_pipe_processes_share_one_budget_and_leave(redis_server: RedisServer) -> None:
+    """Two `throttlekit pipe --site` processes are two members of one shared rate while
+    they copy (site status shows them) and none once they are done."""
+    command = [sys.executable, "-m", "throttlekit", "pipe", "--rate", "100KB/s", "-q"]
+    command += ["--site", redis_server.url, "--name", "up", "--namespace", "a"]
+    pipes = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(2)
+    ]
+    try:
+        for process in pipes:
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write(b"x" * 1000)
+            process.stdin.flush()
+            assert process.stdout.read(1000) == b"x" * 1000  # copying, as a member
+        data = json.loads(run("site", "status", redis_server.url, "--namespace", "a", "--json"))
+        (shared,) = data["rates"]
+        assert len(shared["members"]) == 2
+        assert sum(m["share"] for m in shared["members"]) == pytest.approx(100_000)
+        for process in pipes:
+            out, _ = process.communicate(b"y" * 500, timeout=30)
+            assert (process.returncode, out) == (0, b"y" * 500)
+    finally:
+        for process in pipes:
+            process.kill()
+            process.wait()
+    data = json.loads(run("site", "status", redis_server.url, "--namespace", "a", "--json"))
+    assert data["members"] == [] and data["rates"][0]["members"] == []
+
+
+def test_the_command_line_starts_without_redis() -> None:
+    """Building the parser and running a command without --site never imports redis-py."""
+    code = (
+        "import sys; from throttlekit._cli._main import _parser, main; _parser(); "
+        "main(['pipe', '--rate', 'off', '-q']); "
+        "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('throttlekit._site')"
+        " or m == 'throttlekit.redis'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], input=b"", capture_output=True, timeout=60, check=True
+    )
+    assert result.stdout == b"[]\n"

@@ -353,9 +353,9 @@ def _descriptor(stream: TextIO | None, action: str, name: str) -> int | None:
 
 
 def _cmd_pipe(args: argparse.Namespace, out: TextIO) -> int:
-    from .._throttle._ratelimit import RateLimiter
     from .._throttle._units import parse_burst
     from ._pipe import copy, parse_pipe_rate, rate_family
+    from ._site import pipe_limiter
 
     try:
         rate = parse_pipe_rate(args.rate)
@@ -365,8 +365,6 @@ def _cmd_pipe(args: argparse.Namespace, out: TextIO) -> int:
         burst = parse_burst(args.burst) if args.burst is not None else None
     except UnitError as e:
         raise _InputError(f"--burst: {e}") from None
-    # Full from the start, as pv is: a process that just started has already waited.
-    limiter = RateLimiter(rate, burst=burst, full=True)
     stderr = sys.stderr
     show = args.progress or (stderr is not None and _Output(stderr).isatty())
     progress = stderr if show and not args.quiet else None
@@ -375,12 +373,15 @@ def _cmd_pipe(args: argparse.Namespace, out: TextIO) -> int:
     try:
         src = _descriptor(sys.stdin, "read", "stdin")
         dst = _descriptor(sys.stdout, "write", "stdout")
-        if src is not None and dst is not None:
-            copy(src, dst, limiter, progress, family=family)
-        else:
-            assert sys.stdin is not None
-            assert sys.stdout is not None
-            copy(sys.stdin.buffer, sys.stdout.buffer, limiter, progress, family=family)
+        # Local and full from the start, as pv is (a process that just started has already
+        # waited); with --site, this member's share of the site rate while the copy runs.
+        with pipe_limiter(args, rate, burst) as limiter:
+            if src is not None and dst is not None:
+                copy(src, dst, limiter, progress, family=family)
+            else:
+                assert sys.stdin is not None
+                assert sys.stdout is not None
+                copy(sys.stdin.buffer, sys.stdout.buffer, limiter, progress, family=family)
     except CopyError as exc:
         if exc.reader_gone:
             silence(sys.stdout)
@@ -445,6 +446,8 @@ class _Version(argparse.Action):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ._site import add_pipe_site_options, add_site_command
+
     parser = _Parser(
         prog="throttlekit",
         description="Concurrency policy, execution and throttling for backup systems.",
@@ -498,6 +501,7 @@ def _parser() -> argparse.ArgumentParser:
     show = p.add_mutually_exclusive_group()
     show.add_argument("--progress", action="store_true", help="show progress even if not a tty")
     show.add_argument("-q", "--quiet", action="store_true", help="never show progress")
+    add_pipe_site_options(p)
     p.set_defaults(func=_cmd_pipe)
 
     p = commands.add_parser(
@@ -570,6 +574,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="seed of the simulated inventory")
     p.add_argument("--json", action="store_true", help="print the report as JSON only")
     p.set_defaults(func=_cmd_demo)
+
+    add_site_command(commands)
     return parser
 
 

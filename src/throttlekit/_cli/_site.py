@@ -124,9 +124,13 @@ def cmd_site(args: argparse.Namespace, out: TextIO) -> int:
         core.check_name(args.namespace, "--namespace")
         if args.site_command == "set-rate":
             core.check_name(args.name, "NAME")
-            rate = Rate.parse(args.rate)
     except ValueError as error:
         raise SiteCommandError(str(error)) from None
+    if args.site_command == "set-rate":
+        try:
+            rate = Rate.parse(args.rate)
+        except ValueError as error:
+            raise SiteCommandError(f"RATE: {error}") from None
     client = _client(args.url)
     try:
         if args.site_command == "set-rate":
