@@ -3,8 +3,9 @@ The ``throttlekit`` command line: the only part that uses all three pillars.
 
 ``_main`` parses arguments and turns every way out into one status, ``_demo`` is the main
 job end to end, ``_pipe`` copies stdin to stdout at a rate, ``_run`` runs a command under
-a CPU cap and lower priority; ``data/`` holds the demo's sample documents; the output
-helpers every command shares (:func:`print_table`) live here. The library never imports
+a CPU cap and lower priority, ``_site`` looks at and changes budgets shared through Redis
+(and gives ``pipe --site`` its limiter); ``data/`` holds the demo's sample documents; the
+output helpers every command shares (:func:`print_table`) live here. The library never imports
 this package.
 """
 

@@ -15,11 +15,12 @@ import argparse
 import contextlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import SiteUnavailable, ThrottlekitError
+from . import print_table
 
 # Imported when a command runs: building the parser must stay cheap for every command.
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def cmd_site(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         out.write(json.dumps(_jsonable(status), indent=2) + "\n")
     else:
-        out.write(render_status(status))
+        render_status(status, out)
     return 0
 
 
@@ -162,12 +163,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    return "".join(line.rstrip() + "\n" for line in lines)
-
-
 def _rate(per_second: float, kind: str) -> str:
     from .._throttle._units import Rate
 
@@ -176,10 +171,10 @@ def _rate(per_second: float, kind: str) -> str:
     return str(Rate(per_second=per_second, kind="units" if kind == "units" else "bytes"))
 
 
-def render_status(status: dict[str, Any]) -> str:
-    """``site status`` as tables: members, then each shared rate, then request limiters."""
+def render_status(status: dict[str, Any], out: TextIO) -> None:
+    """``site status`` as tables on ``out``: members, each shared rate, request limiters."""
     members = status["members"]
-    text = f"site {status['namespace']}: {len(members)} live member(s)\n"
+    out.write(f"site {status['namespace']}: {len(members)} live member(s)\n")
     if members:
         rows = [["MEMBER", "HOST", "PID", "AGE", "EXPIRES IN", "STATE"]]
         for m in members:
@@ -194,25 +189,26 @@ def render_status(status: dict[str, Any]) -> str:
                     state,
                 ]
             )
-        text += _table(rows)
+        print_table(rows, out)
     for shared in status["rates"]:
         kind = shared["kind"]
         rate = "unlimited" if math.isinf(shared["rate"]) else _rate(shared["rate"], kind)
-        text += f"\nshared rate {shared['name']}: {rate} for {len(shared['members'])} member(s)\n"
+        out.write(
+            f"\nshared rate {shared['name']}: {rate} for {len(shared['members'])} member(s)\n"
+        )
         if shared["members"]:
             rows = [["MEMBER", "WANTS", "SHARE", "EXPIRES IN"]]
             for m in shared["members"]:
                 share = "unlimited" if math.isinf(m["share"]) else _rate(m["share"], kind)
                 rows.append([m["member"], _rate(m["want"], kind), share, f"{m['expires_in']:.1f}s"])
-            text += _table(rows)
+            print_table(rows, out)
     if status["requests"]:
-        text += "\n"
+        out.write("\n")
         rows = [["REQUEST LIMITER", "RATE", "BURST"]]
         for r in status["requests"]:
             rate = "unlimited" if math.isinf(r["rate"]) else _rate(r["rate"], r["kind"])
             rows.append([r["name"], rate, f"{r['burst']:g}"])
-        text += _table(rows)
-    return text
+        print_table(rows, out)
 
 
 @contextlib.contextmanager
