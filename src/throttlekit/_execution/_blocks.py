@@ -63,7 +63,9 @@ class ItemBlock(Generic[T]):
     errors and logs. A block is a value; it holds no state of its own.
     """
 
+    #: The items, in the order the worker handles them.
     items: tuple[T, ...] = field(converter=_to_items)
+    #: The name shown in errors and logs; ``None`` shows the first item.
     name: str | None = field(default=None, kw_only=True)
 
     @items.validator
@@ -190,15 +192,22 @@ class BlockStatus(str, enum.Enum):
 @frozen(kw_only=True)
 class ItemError:
     """
-    One failure, with where it happened. ``item`` is the item that failed (``None`` for a
-    hook), ``parent`` the item whose additional item it was (``None`` for a block's own
-    items), ``block`` its block and ``phase`` ``"item"``, ``"pre_hook"`` or ``"post_hook"``.
+    One failure, with where it happened: the item (or hook) that failed, the block it
+    belongs to, and the exception it raised.
+
+    :class:`BlockResult` lists them per block and :attr:`RunResult.errors` for the whole
+    run; ``str()`` is one line naming the item and the exception.
     """
 
+    #: The item that failed; ``None`` for a hook.
     item: Any
+    #: The exception it raised.
     error: Exception
+    #: The block it belongs to.
     block: ItemBlock[Any]
+    #: The item whose additional item it was; ``None`` for a block's own items.
     parent: Any = None
+    #: Where it failed: ``"item"``, ``"pre_hook"`` or ``"post_hook"``.
     phase: Phase = "item"
 
     def __str__(self) -> str:
@@ -210,10 +219,15 @@ class ItemError:
 class BlockResult:
     """What became of one block: its status, every error, and how long it took (seconds)."""
 
+    #: The block.
     block: ItemBlock[Any]
+    #: What became of it.
     status: BlockStatus
+    #: Every failure in it, in the order they happened.
     errors: tuple[ItemError, ...] = ()
+    #: Seconds it took.
     duration: float = 0.0
+    #: Its items and additional items processed successfully.
     items_done: int = 0
 
     @property
@@ -228,36 +242,42 @@ class RunProgress:
     A progress report, given to ``on_progress`` every ``progress_interval`` seconds while
     a run goes (also while a long block is in flight) and once at its end.
 
-    * ``blocks_done`` / ``blocks_total``: blocks reported (any status) and in the run.
-    * ``block_items_done`` / ``block_items_total``: items of the blocks processed
-      successfully, and how many the blocks hold.
-    * ``additional_items_done``: additional items (returned by ``process``) processed
-      successfully; their total cannot be known in advance.
-    * ``items_done``: ``block_items_done + additional_items_done``, as before these were
-      counted apart (it is kept with this meaning; prefer the two separate counts).
-    * ``errors``: errors recorded so far. ``elapsed``: seconds since the run started.
-    * ``eta``: estimated seconds left, from the block items handled so far (processed,
-      failed, or left out because already done or because their pre hook failed) at
-      the average pace so far; ``None`` until one is handled, ``0.0`` in the final report.
-      Additional items are not foreseen, so a run whose items return many is estimated
-      low.
-    * ``bytes_done`` / ``bytes_per_second`` (average since the start): only when
-      ``process`` reports bytes with :meth:`ItemBlockWorkerPool.report_bytes`; ``None``
-      otherwise.
-    * ``finished``: true in the final report, which is sent exactly once.
+    It counts blocks, the items the blocks hold and the additional items ``process``
+    returned, apart; errors; time; and bytes, when ``process`` reports them. The final
+    report has ``finished`` set and is sent exactly once.
     """
 
+    #: Blocks reported so far, whatever their status.
     blocks_done: int
+    #: Blocks in the run.
     blocks_total: int
+    #: ``block_items_done + additional_items_done``, as before these were counted apart
+    #: (it keeps this meaning; prefer the two separate counts).
     items_done: int
+    #: Errors recorded so far.
     errors: int
+    #: Seconds since the run started.
     elapsed: float
+    #: True in the final report, which is sent exactly once.
     finished: bool = False
+    #: Items of the blocks processed successfully.
     block_items_done: int = 0
+    #: How many items the blocks hold.
     block_items_total: int = 0
+    #: Additional items (returned by ``process``) processed successfully; their total
+    #: cannot be known in advance.
     additional_items_done: int = 0
+    #: Estimated seconds left, from the block items handled so far (processed, failed,
+    #: or left out because already done or because their pre hook failed) at the average
+    #: pace so far; ``None`` until one is handled, ``0.0`` in the final report.
+    #: Additional items are not foreseen, so a run whose items return many is estimated
+    #: low.
     eta: float | None = None
+    #: Bytes reported by ``process`` with :meth:`ItemBlockWorkerPool.report_bytes`;
+    #: ``None`` when it reports none.
     bytes_done: int | None = None
+    #: The average of ``bytes_done`` since the start; ``None`` when ``process`` reports
+    #: no bytes.
     bytes_per_second: float | None = None
 
 
@@ -298,7 +318,9 @@ class RunResult:
     nothing was cancelled. :meth:`raise_for_errors` turns failures into an exception.
     """
 
+    #: One :class:`BlockResult` per block, in submission order.
     blocks: tuple[BlockResult, ...]
+    #: Seconds the run took.
     duration: float = 0.0
 
     @property

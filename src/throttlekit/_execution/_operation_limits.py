@@ -52,18 +52,24 @@ def _check_per_kind(per_kind: object) -> dict[str, int]:
 @frozen(kw_only=True)
 class OperationLimitsStatistics:
     """
-    A snapshot of :class:`OperationLimits`, from its ``statistics()``.
+    A snapshot of :class:`OperationLimits`, from its ``statistics()``: the limits as
+    they are now, the slots held, and the tasks in line.
 
-    ``total``, ``per_kind`` and ``per_key`` are the limits; ``in_use`` the slots held
-    (``in_use_per_kind`` per kind); ``tasks_waiting`` the tasks waiting in line for a
-    slot (anyio's name; the deprecated ``waiting`` still reads it, for one release).
+    The deprecated ``waiting`` still reads ``tasks_waiting``, for one release.
     """
 
+    #: Operations at once in all (``None``: no limit).
     total: int | None
+    #: The limit of each kind that has its own (kinds without one share ``total``).
     per_kind: Mapping[str, int]
+    #: Operations at once on one key (``None``: no limit).
     per_key: int | None
+    #: Slots held now.
     in_use: int
+    #: Slots held now, per kind.
     in_use_per_kind: Mapping[str, int]
+    #: Tasks waiting in line for a slot (anyio's name; the deprecated ``waiting`` still
+    #: reads it, for one release).
     tasks_waiting: int
 
     @property

@@ -100,19 +100,21 @@ class _Changing(Protocol[V_co]):
 @frozen(kw_only=True)
 class ItemBlockWorkerPoolStatistics:
     """
-    A snapshot of an :class:`ItemBlockWorkerPool`, from its ``statistics()``.
+    A snapshot of an :class:`ItemBlockWorkerPool`, from its ``statistics()``: the
+    workers, what they are doing, and what waits for them.
 
-    ``workers`` is how many blocks may run at once (the live setting); ``in_use`` the
-    workers running a block now (more than ``workers`` for a while after shrinking, until
-    the retiring workers finish their block); ``queued_blocks`` the blocks waiting for a
-    worker, over all runs; ``runs`` the runs in progress. The deprecated ``busy`` still
-    reads ``in_use``, for one release; ``PoolStatistics`` is the deprecated old name of
-    this class.
+    The deprecated ``busy`` still reads ``in_use``, for one release; ``PoolStatistics``
+    is the deprecated old name of this class.
     """
 
+    #: How many blocks may run at once (the live setting).
     workers: int
+    #: Workers running a block now: more than ``workers`` for a while after shrinking,
+    #: until the retiring workers finish their block.
     in_use: int
+    #: Blocks waiting for a worker, over all runs.
     queued_blocks: int
+    #: Runs in progress.
     runs: int
 
     @property

@@ -96,7 +96,11 @@ class JsonModel:
     are written back as they were and can be warned about.
     """
 
+    #: The keys the model does not know, with their values, so a document round-trips
+    #: without loss.
     extra: dict[str, Any] = attrs.field(factory=dict, repr=False)
+    #: Keys matched only case-insensitively (as Go does): the model's name to the key as
+    #: written, so they are written back as they were and can be warned about.
     spelled: dict[str, str] = attrs.field(factory=dict, repr=False, eq=False)
 
 

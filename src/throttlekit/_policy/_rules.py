@@ -77,7 +77,10 @@ class Rule(Generic[V]):
     Rule(selector=LabelSelector('kubernetes.io/hostname=node1'), value=3)
     """
 
+    #: The subjects the rule is for; given as a :class:`LabelSelector`, kubectl syntax
+    #: or the API mapping form, stored as a :class:`LabelSelector`.
     selector: LabelSelector = field(converter=_to_selector)
+    #: What matching subjects get.
     value: V
 
     def __str__(self) -> str:
@@ -87,14 +90,16 @@ class Rule(Generic[V]):
 @frozen(kw_only=True)
 class SkippedRule:
     """
-    A rule that takes no part in resolution, and why.
-
-    ``index`` is the rule's position in the document (or in the ``rules`` given to the
-    constructor) and ``path`` its location in the document, so it can be found and fixed.
+    A rule that takes no part in resolution, and why, with where to find it in the
+    document so it can be fixed.
     """
 
+    #: The rule's position in the document (or in the ``rules`` given to the
+    #: constructor).
     index: int
+    #: The rule's location in the document, so it can be found and fixed.
     path: str
+    #: Why it takes no part, in words.
     reason: str
 
     def __str__(self) -> str:
@@ -106,38 +111,39 @@ class Resolution(Generic[V]):
     """
     The value a policy gives one subject, and the reasons for it.
 
-    Attributes:
-        value: the resolved value.
-        source: ``"rule"`` (a rule won), ``"global"`` (no rule matched; the global value
-            applies) or ``"default"`` (no usable global value; the hard default applies).
-        reason: one sentence, for people, on why ``value`` is what it is, such as
-            ``"The value is 2, the global number: no valid rule matches; rule 1 matched
-            but was skipped: number 0 is invalid (must be at least 1)."``
-        matched: indices of the valid rules that matched, in rule order.
-        matched_rules: those rules, aligned with ``matched``.
-        winner: the index of the rule that gave ``value``, or ``None``.
-        combine: how matching rules were combined (``"min"``, ``"max"``, ``"first"``).
-        skipped: the policy's rules that were not considered, and why.
-        skipped_matched: indices of the skipped rules whose selector matches this
-            subject (rules skipped for their number; a selector that does not parse
-            matches nothing): they would have counted had they been valid.
-        warnings: problems that affected this result, one sentence each (an invalid
-            global value, labels that could not be read); empty when there were none.
-            Print them beside the value: they are why a result may not be the one the
-            document's author meant.
+    Besides the value it says where the value came from (a rule, the global value or
+    the hard default), which rules matched and which won, which rules were skipped and
+    whether they would have counted, and any problem that affected the result.
 
     Use :meth:`explain` for a human-readable account.
     """
 
+    #: The resolved value.
     value: V
+    #: ``"rule"`` (a rule won), ``"global"`` (no rule matched; the global value applies)
+    #: or ``"default"`` (no usable global value; the hard default applies).
     source: Source
+    #: One sentence, for people, on why ``value`` is what it is, such as ``"The value is
+    #: 2, the global number: no valid rule matches; rule 1 matched but was skipped:
+    #: number 0 is invalid (must be at least 1)."``
     reason: str
+    #: Indices of the valid rules that matched, in rule order.
     matched: tuple[int, ...] = ()
+    #: Those rules, aligned with ``matched``.
     matched_rules: tuple[Rule[V], ...] = ()
+    #: The index of the rule that gave ``value``, or ``None``.
     winner: int | None = None
+    #: How matching rules were combined (``"min"``, ``"max"``, ``"first"``).
     combine: Combine = "min"
+    #: The policy's rules that were not considered, and why.
     skipped: tuple[SkippedRule, ...] = ()
+    #: Indices of the skipped rules whose selector matches this subject (rules skipped
+    #: for their number; a selector that does not parse matches nothing): they would
+    #: have counted had they been valid.
     skipped_matched: tuple[int, ...] = ()
+    #: Problems that affected this result, one sentence each (an invalid global value,
+    #: labels that could not be read); empty when there were none. Print them beside the
+    #: value: they are why a result may not be the one the document's author meant.
     warnings: tuple[str, ...] = ()
 
     def explain(self) -> str:
@@ -348,8 +354,12 @@ class RuledPolicy(Generic[V]):
     :class:`ConcurrencyPolicy`, which adds its validation and fallbacks.
     """
 
+    #: The value of subjects that no rule matches.
     default: V
+    #: The rules, in order; earlier rules win ties.
     rules: tuple[Rule[V], ...] = field(default=(), converter=_rule_tuple)
+    #: What several matching rules give: ``"min"`` (the smallest value), ``"max"`` or
+    #: ``"first"`` (the earliest rule).
     combine: Combine = field(default="min", validator=in_(("min", "max", "first")))
     _index: _RuleIndex = field(init=False, repr=False, eq=False)
 
@@ -499,8 +509,12 @@ class ConcurrencyPolicy:
     value: reload it whenever the document changes (see :class:`PolicyWatcher`).
     """
 
+    #: The number for nodes that no valid rule matches (``globalConfig``); ``None``: not
+    #: set.
     global_number: int | None = None
+    #: The rules, in order, whose values are concurrency numbers (``perNodeConfig``).
     rules: tuple[Rule[int], ...] = field(default=(), converter=_rule_tuple)
+    #: The hard default (at least 1), used when no valid global number is set.
     default: int = 1
     #: Where the policy was read from; ``None`` for a policy built in code.
     origin: PolicyOrigin | None = field(default=None, repr=False)

@@ -148,8 +148,12 @@ class SelectorRequirement:
     :meth:`LabelSelector.from_dict`, which validate them; the constructor validates too.
     """
 
+    #: The label key the requirement is about.
     key: str
+    #: ``"In"``, ``"NotIn"``, ``"Exists"`` or ``"DoesNotExist"``.
     operator: Operator
+    #: The values for ``In`` and ``NotIn`` (none for the others), kept sorted and
+    #: without duplicates, so equal requirements compare equal.
     values: tuple[str, ...] = field(default=(), converter=_sorted_values)
 
     def __attrs_post_init__(self) -> None:
@@ -243,6 +247,8 @@ class LabelSelector:
     exist for set-based *string* selectors of some APIs, not for ``metav1.LabelSelector``).
     """
 
+    #: The requirements, all of which must hold, in canonical order; none matches every
+    #: set of labels.
     requirements: tuple[SelectorRequirement, ...] = field(default=(), converter=_canonical)
     _checks: tuple[_Check, ...] = field(init=False, repr=False, eq=False)
 

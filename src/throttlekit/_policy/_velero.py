@@ -173,15 +173,25 @@ class VeleroNodeAgentConfig(JsonModel):
     :meth:`ConcurrencyPolicy.from_velero` to resolve per-node concurrency from it.
     """
 
+    #: The ``loadConcurrency`` section: how many loads may run at once on each node.
     load_concurrency: LoadConcurrency | None = json_field("loadConcurrency")
+    #: The ``loadAffinity`` entries: where data-mover pods may run.
     load_affinity: tuple[LoadAffinity, ...] | None = json_field("loadAffinity")
+    #: The ``backupPVC`` entries, keyed by the source storage class.
     backup_pvc: dict[str, BackupPVCConfig] | None = json_field("backupPVC")
+    #: The ``restorePVC`` section.
     restore_pvc: RestorePVCConfig | None = json_field("restorePVC")
+    #: The ``podResources`` section (Kubernetes quantities, kept as text).
     pod_resources: PodResources | None = json_field("podResources")
+    #: ``priorityClassName``.
     priority_class_name: str | None = json_field("priorityClassName")
+    #: ``privilegedFsBackup``.
     privileged_fs_backup: bool | None = json_field("privilegedFsBackup")
+    #: The ``cachePVC`` section.
     cache_pvc: CachePVCConfig | None = json_field("cachePVC")
+    #: ``podLabels``.
     pod_labels: dict[str, str] | None = json_field("podLabels")
+    #: ``podAnnotations``.
     pod_annotations: dict[str, str] | None = json_field("podAnnotations")
     #: Problems the JSON text showed that the model cannot (duplicate keys).
     decode_notes: tuple[ConfigProblem, ...] = internal_field(default=())

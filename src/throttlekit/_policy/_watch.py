@@ -100,21 +100,20 @@ def read_policy_file(path: Path) -> bytes:
 @frozen(kw_only=True)
 class PolicyWatcherStatistics:
     """
-    A snapshot of a :class:`PolicyWatcher`'s activity.
-
-    Attributes:
-        path: the watched file.
-        checks: how many times the file was read.
-        reloads: how many new policies were swapped in (the first load included).
-        rejections: how many changed documents were rejected (the last good policy was
-            kept each time).
-        last_error: the most recent rejection, or ``None`` once a good document loads.
+    A snapshot of a :class:`PolicyWatcher`'s activity: how often it read the file, how
+    many policies it swapped in and how many documents it rejected, and why the last one
+    was.
     """
 
+    #: The watched file.
     path: Path
+    #: How many times the file was read.
     checks: int
+    #: How many new policies were swapped in (the first load included).
     reloads: int
+    #: How many changed documents were rejected (the last good policy was kept each time).
     rejections: int
+    #: The most recent rejection, or ``None`` once a good document loads.
     last_error: ConfigError | None
 
 

@@ -103,11 +103,17 @@ def _cpu_sleep(cpu: float, wall: float, percent: float) -> float:
 class CpuGovernorStatistics:
     """A snapshot of a :class:`CpuGovernor`: its target and what it measured and did."""
 
+    #: The target, in percent of one core.
     percent: float
+    #: Seconds of history each checkpoint averages over.
     window: float
+    #: How many checkpoints were made.
     checkpoints: int
+    #: Seconds slept in checkpoints, in all.
     slept: float
+    #: CPU time used since the governor's first checkpoint, in seconds.
     cpu_seconds: float
+    #: Wall time since the governor's first checkpoint, in seconds.
     wall_seconds: float
 
     @property
@@ -898,12 +904,19 @@ _IOPRIO_WHO_PROCESS: Final = 1
 class PrioritySettings:
     """
     A process's CPU and I/O priority: what :func:`lower_priority` found before changing
-    them (to restore later) and what it could not set (``unsupported``).
+    them (to restore later) and what it could not set.
     """
 
+    #: The nice value.
     nice: int
+    #: The I/O scheduling class (``"none"``, ``"realtime"``, ``"best-effort"`` or
+    #: ``"idle"``); ``None`` where I/O priority is not available.
     io_class: IoClass | None
+    #: The I/O level, 0 (highest) to 7; ``None`` for a class that has none, or where I/O
+    #: priority is not available.
     io_level: int | None
+    #: What could not be read or set here, such as ``"io_priority"`` (not Linux, an
+    #: unknown architecture): it never claims what it did not do.
     unsupported: tuple[str, ...] = ()
 
 

@@ -124,23 +124,26 @@ def _coerce_burst(value: object) -> float | timedelta:
 @frozen(kw_only=True)
 class RateLimiterStatistics:
     """
-    A snapshot of a :class:`RateLimiter`, from :meth:`RateLimiter.statistics`.
-
-    ``tokens`` is the credit at the moment of the snapshot: negative while waiters are in
-    line (what they asked for and have not been served yet). ``tasks_waiting`` counts the
-    tasks and threads in line (anyio's name, used by every throttlekit primitive).
-    ``total_granted`` counts amounts granted (net of refunds) and ``total_waited`` the
-    seconds waiters spent in line, summed over waiters.
+    A snapshot of a :class:`RateLimiter`, from :meth:`RateLimiter.statistics`: its
+    settings, its credit, who waits, and what it granted.
 
     Taking it changes nothing: a waiter whose moment has come shows as granted here
     even before it has woken up.
     """
 
+    #: The rate in force.
     rate: Rate
+    #: The burst: the most credit the limiter holds.
     burst: float
+    #: The credit at the moment of the snapshot: negative while waiters are in line
+    #: (what they asked for and have not been served yet).
     tokens: float
+    #: The tasks and threads in line (anyio's name, used by every throttlekit
+    #: primitive).
     tasks_waiting: int
+    #: Amounts granted, net of refunds.
     total_granted: float
+    #: Seconds waiters spent in line, summed over waiters.
     total_waited: float
 
     @property
@@ -552,16 +555,16 @@ class RateLimiter:
     cancellable. Waiting is a sleep until the waiter's own moment: no polling. Cancelling
     a waiter (a timeout) gives back what it had not been served, so others lose nothing.
 
-    **Arguments.** ``rate``: a :class:`Rate`, rate text (``"80Mbit/s"``), a number of
-    units per second, or a :class:`Schedule` (also as text: ``"08:00,1MiB/s 18:00,off"``).
-    ``burst``: an amount, or a :class:`~datetime.timedelta` of the rate (default 0.1 s of
-    the rate, at least 1, following rate changes); credit never exceeds it, so an idle
+    Give ``rate`` as a :class:`Rate`, rate text (``"80Mbit/s"``), a number of units per
+    second, or a :class:`Schedule` (also as text: ``"08:00,1MiB/s 18:00,off"``).
+    ``burst`` is an amount, or a :class:`~datetime.timedelta` of the rate (default 0.1 s
+    of the rate, at least 1, following rate changes); credit never exceeds it, so an idle
     period never lets more than one burst through. ``full=True`` starts with a full
-    burst instead of empty. ``parent``: a limiter every acquire is also charged to, so a
+    burst instead of empty. ``parent`` is a limiter every acquire is also charged to, so a
     chain (stream < job < host < site) keeps each level under its own rate and the children
     together under the parent's; an acquire is served level by level (here, then by the
     parent), so pieces of about a burst cross a chain at its slowest rate, while one
-    amount of many bursts waits its time at each level in turn. ``clock``: a function
+    amount of many bursts waits its time at each level in turn. ``clock`` is a function
     returning seconds, for threads in tests; by default :func:`time.monotonic`, or the
     event loop's clock when it keeps virtual time (the clocks rule: see this module's
     docstring and "Threads and tasks together" in the throttle docs).

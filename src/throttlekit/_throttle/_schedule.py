@@ -148,7 +148,10 @@ class Schedule:
     clock, and ``==`` across zones is always false for a time in the fold (PEP 495).
     """
 
+    #: The timetable's entries as written: each a day (or every day), a time and a rate.
     entries: tuple[_Entry, ...] = field()
+    #: The time zone the times are in (a :class:`tzinfo`); ``None`` for the machine's
+    #: local time.
     tz: tzinfo | None = field(default=None, converter=_resolve_tz)
     # (second of the week, rate) sorted, one per boundary
     _points: tuple[tuple[int, Rate], ...] = field(init=False, repr=False, eq=False)

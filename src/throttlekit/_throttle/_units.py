@@ -292,8 +292,14 @@ class Rate:
     A rate is a value, not a limiter: give it to a rate limiter to enforce it.
     """
 
+    #: The amount per second: ``inf`` is unlimited, ``0`` paused.
     per_second: float = field()
+    #: ``"bytes"`` for data or ``"units"`` for anything else (operations, requests,
+    #: items).
     kind: Kind = field(default="bytes")
+    #: How a data rate is shown: ``"SI"``, ``"IEC"``, ``"SI bits"`` or ``"IEC bits"``,
+    #: the family it was written in; ``None`` for the shorter of SI and IEC bytes. It
+    #: only changes how a rate is shown, not what it equals.
     family: Family | None = field(default=None, eq=False)
 
     @per_second.validator
