@@ -210,63 +210,76 @@ class Participant:
 @frozen(kw_only=True)
 class SharedRateStatistics:
     """
-    One shared rate as this member sees it, from :meth:`RedisSite.statistics`.
-
-    ``site_rate`` is the rate of the whole site (from Redis), ``share`` this member's
-    part of it (the rate its local limiter runs at now), ``want`` what it reported it
-    wants (``math.inf``: as much as it can get), ``members`` the live members sharing it
-    at the last refresh, ``degraded`` whether the share is a fallback because Redis could
-    not be reached.
+    One shared rate as this member sees it, from :meth:`RedisSite.statistics`: the site
+    rate, this member's share of it and what it asked for, and whether the share is a
+    fallback.
     """
 
+    #: The shared rate's name, as given to :meth:`RedisSite.rate_limiter`.
     name: str
+    #: The rate of the whole site (from Redis).
     site_rate: Rate
+    #: This member's part of it: the rate its local limiter runs at now.
     share: Rate
+    #: What this member reported it wants (``math.inf``: as much as it can get).
     want: float
+    #: The live members sharing it at the last refresh.
     members: int
+    #: Whether the share is a fallback because Redis could not be reached.
     degraded: bool
+    #: What the share becomes while Redis is unreachable: ``"share"``, ``"even"``,
+    #: ``"closed"`` or a rate, as text.
     fallback: str
 
 
 @frozen(kw_only=True)
 class RequestLimiterStatistics:
     """
-    A :class:`RequestLimiter` as this member sees it: the site-wide ``rate`` and
-    ``burst`` (from Redis at the last acquire), what this member was ``granted``, the
-    seconds its callers spent waiting their turn (``total_waited``), and how many
-    acquires failed with :class:`~throttlekit.SiteUnavailable` (``unavailable``).
+    A :class:`RequestLimiter` as this member sees it: the site-wide settings, what this
+    member was granted and waited, and how many of its acquires failed.
     """
 
+    #: The limiter's name, as given to :meth:`RedisSite.request_limiter`.
     name: str
+    #: The site-wide rate (from Redis at the last acquire).
     rate: Rate
+    #: The site-wide burst (from Redis at the last acquire).
     burst: float
+    #: What this member was granted.
     granted: float
+    #: Seconds this member's callers spent waiting their turn.
     total_waited: float
+    #: How many acquires failed with :class:`~throttlekit.SiteUnavailable`.
     unavailable: int
 
 
 @frozen(kw_only=True)
 class SiteStatistics:
     """
-    A snapshot of a :class:`RedisSite` from this member's side.
-
-    ``members`` is the number of live members of the site at the last refresh;
-    ``degraded`` whether the last refresh failed (shares are then fallbacks);
-    ``last_error`` the last Redis error seen (kept after recovery, for diagnosis);
-    ``refreshes`` and ``failures`` count heartbeats; ``server_time`` is the server's
-    clock at the last refresh (seconds since the epoch). ``rates`` and ``requests``
-    hold one record per shared rate and per request limiter.
+    A snapshot of a :class:`RedisSite` from this member's side: the site's membership
+    and health at the last refresh, the heartbeats, and one record per shared rate and
+    per request limiter.
     """
 
+    #: The prefix of every key of the site.
     namespace: str
+    #: This member's name.
     member: str
+    #: The number of live members of the site at the last refresh.
     members: int
+    #: Whether the last refresh failed (shares are then fallbacks).
     degraded: bool
+    #: The last Redis error seen (kept after recovery, for diagnosis).
     last_error: str | None
+    #: Heartbeats that reached Redis.
     refreshes: int
+    #: Heartbeats that failed.
     failures: int
+    #: The server's clock at the last refresh (seconds since the epoch).
     server_time: float | None
+    #: One record per shared rate.
     rates: tuple[SharedRateStatistics, ...]
+    #: One record per request limiter.
     requests: tuple[RequestLimiterStatistics, ...]
 
 
@@ -559,14 +572,14 @@ class RedisSite:
     heartbeat thread; leaving stops and joins the thread and deregisters the member, so
     the others take over its shares at their next refresh.
 
-    **Arguments.** ``url``: a redis-py URL (``redis://``, ``rediss://``, ``unix://``);
-    or ``client=``: a ``redis.Redis`` you made (Sentinel, TLS, your own timeouts). Give
-    one of the two. ``namespace``: every key starts with it (letters, digits, ``_.-``),
-    so several sites can share one Redis. ``member``: this member's name (default
-    ``hostname:pid``; give distinct names to several sites in one process).
-    ``refresh``: seconds between heartbeats; shares follow demand within a few of them.
-    ``lease``: seconds after which a silent member is dropped (it died, or lost Redis) and
-    its share goes to the others; longer than ``refresh``.
+    Give either ``url``, a redis-py URL (``redis://``, ``rediss://``, ``unix://``), or
+    ``client=``, a ``redis.Redis`` you made (Sentinel, TLS, your own timeouts), not both.
+    Every key starts with ``namespace`` (letters, digits, ``_.-``), so several sites can
+    share one Redis. ``member`` is this member's name (default ``hostname:pid``; give
+    distinct names to several sites in one process). ``refresh`` is the seconds between
+    heartbeats; shares follow demand within a few of them. ``lease`` is the seconds after
+    which a silent member is dropped (it died, or lost Redis) and its share goes to the
+    others; longer than ``refresh``.
 
     **Server time.** Leases and the request limiter's timetable use the server's clock
     only, so members with wrong clocks change nothing.
