@@ -209,6 +209,7 @@ class _Entry:
         "id",
         "key",
         "kind",
+        "poll_at",
         "priority",
         "renewed_at",
         "signal",
@@ -221,7 +222,7 @@ class _Entry:
         self.signal = signal
         self.state: Literal["waiting", "held", "done"] = "waiting"
         self.grant: SlotGrant | None = None
-        self.renewed_at = time.monotonic()
+        self.renewed_at = self.poll_at = time.monotonic()
         self.cancel: Callable[[], None] | None = None  # on_lost="cancel": cancels the body
 
 
@@ -446,11 +447,15 @@ class SiteOperationLimits(Participant):
             entry.cancel()
 
     def _check_leases(self) -> None:
+        """Tell holders whose lease ran out; wake waiters whose look is due (real time)."""
         now = time.monotonic()
         with self._lock:
             for entry in self._entries.values():
                 if entry.state == "held" and now - entry.renewed_at > self._site.lease:
                     self._lose(entry, "Redis could not be reached in time")
+                elif entry.state == "waiting" and now >= entry.poll_at:
+                    entry.poll_at = now + self._poll
+                    entry.signal.fire()
 
     # -- the heartbeat (Participant) -----------------------------------------------------
 
@@ -635,22 +640,34 @@ class SiteOperationLimits(Participant):
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._release, entry)
 
+    def _look(self, entry: _Entry, timeout: float | None, down_since: float | None) -> float | None:
+        """
+        Enter the line, or look again keeping the place (in a worker thread for tasks):
+        when Redis has been unreachable since ``down_since`` for ``timeout`` (real
+        seconds: an outage is real time, also on a test's virtual clock), raise.
+        """
+        entry.poll_at = time.monotonic() + self._poll
+        try:
+            self._enter(entry, False)
+        except SiteUnavailable:
+            now = time.monotonic()
+            down_since = now if down_since is None else down_since
+            if timeout is not None and now - down_since >= timeout:
+                raise
+            return down_since
+        return None
+
     async def _wait_async(self, entry: _Entry, timeout: float | None) -> SlotGrant:
+        # The waits have no timer of their own: grants fire the signal, and so does the
+        # listener thread when the safety-net look is due (no virtual-time busy loop).
         down_since: float | None = None
         while True:
-            try:
-                await anyio.to_thread.run_sync(self._enter, entry, False)
-                down_since = None
-            except SiteUnavailable:
-                now = anyio.current_time()
-                down_since = now if down_since is None else down_since
-                if timeout is not None and now - down_since >= timeout:
-                    raise
+            down_since = await anyio.to_thread.run_sync(self._look, entry, timeout, down_since)
             grant = self._held(entry)
             if grant is not None:
                 await anyio.lowlevel.checkpoint()
                 return grant
-            await entry.signal.wait(self._poll)
+            await entry.signal.wait(math.inf)
             grant = self._held(entry)
             if grant is not None:
                 return grant
@@ -686,14 +703,7 @@ class SiteOperationLimits(Participant):
     def _wait_blocking(self, entry: _Entry, timeout: float | None) -> SlotGrant:
         down_since: float | None = None
         while True:
-            try:
-                self._enter(entry, False)
-                down_since = None
-            except SiteUnavailable:
-                now = time.monotonic()
-                down_since = now if down_since is None else down_since
-                if timeout is not None and now - down_since >= timeout:
-                    raise
+            down_since = self._look(entry, timeout, down_since)
             grant = self._held(entry)
             if grant is not None:
                 return grant

@@ -10,8 +10,11 @@ ahead of it that stays in line, becomes a holder (the rule of the local
 :class:`~throttlekit.OperationLimits`). Grants are published on the object's channel, so
 waiting members wake at once; the heartbeat's renew reports them too (the safety net).
 
+After a restart that lost the data, nothing is granted for one lease (``grace``), so that
+holders still running claim their slots back first (their renew re-enters them).
+
 Keys (one hash tag per object): ``config`` (hash: total, per_kind as JSON, per_key,
-token as text, seq), ``entries`` (hash: id -> JSON entry), ``leases`` (zset: id -> lease end,
+token as text, seq, grace), ``entries`` (hash: id -> JSON entry), ``leases`` (zset: id -> lease end,
 server ms), ``gone`` (zset: ids released or cancelled -> when the tombstone ends, so a
 late renew never brings them back). Server time only. Counters are derived from the
 entries on every call, so they can never drift from the holders.
@@ -37,10 +40,19 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local CONF, ENT, LEASE, GONE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, channel, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
-if ARGV[7] == '1' or redis.call('EXISTS', CONF) == 0 then
+local write = ARGV[7] == '1'
+if redis.call('EXISTS', CONF) == 0 and not write then
+  -- A member knows this object and the server does not: it restarted empty. For one
+  -- lease nothing is granted, so that the holders still running can claim their slots
+  -- back (their next renew) before anyone else is let in.
+  redis.call('HSET', CONF, 'grace', now + lease)
+  write = true
+end
+if write then
   redis.call('HSET', CONF, 'total', ARGV[4], 'per_kind', ARGV[5], 'per_key', ARGV[6])
 end
-local conf = redis.call('HMGET', CONF, 'total', 'per_kind', 'per_key', 'token')
+local conf = redis.call('HMGET', CONF, 'total', 'per_kind', 'per_key', 'token', 'grace')
+local grace = tonumber(conf[5] or '0') > now
 if not conf[4] then
   -- a fresh (or restarted, empty) server: tokens go on from the server's clock, so a
   -- token handed out after a restart is still larger than every one before it
@@ -58,7 +70,7 @@ for i = 1, #dead do
   redis.call('ZREM', LEASE, dead[i])
   changed = true
 end
-if ARGV[7] == '1' then changed = true end
+if write then changed = true end
 
 local function next_token()
   return redis.call('HINCRBY', CONF, 'token', 1)
@@ -93,6 +105,7 @@ local function fits(used, kinds, keys, kind, key)
 end
 
 local function grant_pass()
+  if grace then return end
   local waiters, used, kinds, keys = load()
   local held_kinds, held_keys = {}, {}
   local granted = {}
@@ -134,7 +147,7 @@ if op == 'enter' then
     elseif nowait then
       if changed then grant_pass(); changed = false end
       local waiters, used, kinds, keys = load()
-      local ok = fits(used, kinds, keys, kind, key)
+      local ok = not grace and fits(used, kinds, keys, kind, key)
       for _, e in ipairs(waiters) do
         if not ok or e.p < prio then break end
         if (e.k == kind and per_kind[kind]) or (key ~= '' and e.y == key and per_key) then
