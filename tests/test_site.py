@@ -168,7 +168,9 @@ def test_status_lists_members_wants_and_shares(redis_server: RedisServer) -> Non
     (rate,) = status["rates"]
     assert rate["name"] == "uplink" and rate["rate"] == 40 * MIB
     assert [m["share"] for m in rate["members"]] == [20 * MIB, 20 * MIB]
-    assert status["requests"] == [{"name": "api", "rate": 5.0, "burst": 5.0, "kind": "units"}]
+    assert status["requests"] == [
+        {"name": "api", "rate": 5.0, "burst": 5.0, "kind": "units", "family": None}
+    ]
 
 
 def test_the_share_script_divides_like_the_python_function(redis_server: RedisServer) -> None:
@@ -455,3 +457,52 @@ def test_public_names_of_throttlekit_redis() -> None:
         obj = getattr(module, name)
         assert obj.__module__ == "throttlekit.redis", name
         assert obj.__doc__ and len(obj.__doc__.strip()) > 40, name
+
+
+def test_shares_print_in_the_family_of_the_site_rate(redis_server: RedisServer) -> None:
+    """A site rate written in Mbit/s gives every member a share that prints in Mbit/s (and
+    statistics, site status, set-rate and a server restarted empty keep the family)."""
+    client = redis_server.client()
+    with sites(redis_server, 2) as (a, b):
+        la = a.rate_limiter("uplink", "80Mbit/s")
+        assert str(la.rate) == "80Mbit/s"  # alone so far: the whole rate
+        lb = b.rate_limiter("uplink", "80Mbit/s")
+        a.beat()
+        assert (str(la.rate), str(lb.rate)) == ("40Mbit/s", "40Mbit/s")
+        stats = a.statistics().rates[0]
+        assert (str(stats.site_rate), str(stats.share)) == ("80Mbit/s", "40Mbit/s")
+        # Another member (or set-rate) writes the site rate in another family: everybody
+        # follows it at the next refresh, in the family it was written in.
+        set_rate(client, "t", "uplink", "30MiB/s")
+        a.beat()
+        b.beat()
+        assert str(a.statistics().rates[0].site_rate) == "30MiB/s"
+        # (both idle now: unequal shares, whatever they are, in MiB/s and KiB/s)
+        assert la.rate.family == lb.rate.family == "IEC"
+        assert str(la.rate).endswith("iB/s") and str(lb.rate).endswith("iB/s")
+        status = read_status(client, "t")
+        assert status["rates"][0]["family"] == "IEC"
+        set_rate(client, "t", "uplink", "100Mbit/s")
+        assert b.beat()
+        # A server restarted empty is repopulated with the family the members last saw.
+        redis_server.restart_empty()
+        assert b.beat()
+        assert str(lb.rate) == "100Mbit/s"  # alone on the fresh server, greedy again
+        assert read_status(redis_server.client(), "t")["rates"][0]["family"] == "SI bits"
+        # A member asking for the same rate in another family rewrites how it is shown.
+        b.rate_limiter("uplink", "12.5MB/s")
+        b.beat()
+        assert str(b.statistics().rates[0].site_rate) == "12.5MB/s"
+
+
+def test_request_limiter_rate_keeps_its_family(redis_server: RedisServer) -> None:
+    with sites(redis_server, 1) as (site,):
+        limiter = site.request_limiter("ingest", "8Mbit/s", burst=1e6)
+        limiter.acquire_nowait(1000)
+        assert str(limiter.rate) == "8Mbit/s"
+        assert str(limiter.statistics().rate) == "8Mbit/s"
+        set_rate(redis_server.client(), "t", "ingest", "2MiB/s")
+        limiter.acquire_nowait(1000)
+        assert str(limiter.rate) == "2MiB/s"
+        (request,) = read_status(redis_server.client(), "t")["requests"]
+        assert request["family"] == "IEC"

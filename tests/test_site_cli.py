@@ -293,3 +293,29 @@ def test_the_command_line_starts_without_redis() -> None:
         [sys.executable, "-c", code], input=b"", capture_output=True, timeout=60, check=True
     )
     assert result.stdout == b"[]\n"
+
+
+def test_set_rate_in_mbit_shows_in_mbit_everywhere(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`site set-rate URL uplink 80Mbit/s`: every member's share and `site status` print in
+    Mbit/s, not in the bytes a number would print as."""
+    sites = members(redis_server, 2)
+    try:
+        limiters = [site.rate_limiter("uplink", "40MiB/s") for site in sites]
+        status, out, _ = cli(
+            capsys, "site", "set-rate", redis_server.url, "uplink", "80Mbit/s", "--namespace", "a"
+        )
+        assert (status, out) == (0, "uplink: site rate 80Mbit/s (rate)\n")
+        for site in sites:
+            site.beat()
+        assert [str(limiter.rate) for limiter in limiters] == ["40Mbit/s", "40Mbit/s"]
+        assert str(sites[0].statistics().rates[0].site_rate) == "80Mbit/s"
+        _, table, _ = cli(capsys, "site", "status", redis_server.url, "--namespace", "a")
+        data = json.loads(run("site", "status", redis_server.url, "--namespace", "a", "--json"))
+    finally:
+        for site in sites:
+            site.close()
+    assert "shared rate uplink: 80Mbit/s for 2 member(s)" in table
+    assert table.count("40Mbit/s") == 2
+    assert data["rates"][0]["family"] == "SI bits"

@@ -163,12 +163,15 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _rate(per_second: float, kind: str) -> str:
+def _rate(per_second: float, kind: str, family: Any = None) -> str:
+    """A rate in the family the site rate was written in (``read_status`` checked it)."""
     from .._throttle._units import Rate
 
     if math.isinf(per_second):
         return "greedy"
-    return str(Rate(per_second=per_second, kind="units" if kind == "units" else "bytes"))
+    if kind == "units":
+        return str(Rate(per_second=per_second, kind="units"))
+    return str(Rate(per_second=per_second, family=family))
 
 
 def render_status(status: dict[str, Any], out: TextIO) -> None:
@@ -191,22 +194,25 @@ def render_status(status: dict[str, Any], out: TextIO) -> None:
             )
         print_table(rows, out)
     for shared in status["rates"]:
-        kind = shared["kind"]
-        rate = "unlimited" if math.isinf(shared["rate"]) else _rate(shared["rate"], kind)
+        kind, family = shared["kind"], shared["family"]
+        rate = "unlimited" if math.isinf(shared["rate"]) else _rate(shared["rate"], kind, family)
         out.write(
             f"\nshared rate {shared['name']}: {rate} for {len(shared['members'])} member(s)\n"
         )
         if shared["members"]:
             rows = [["MEMBER", "WANTS", "SHARE", "EXPIRES IN"]]
             for m in shared["members"]:
-                share = "unlimited" if math.isinf(m["share"]) else _rate(m["share"], kind)
-                rows.append([m["member"], _rate(m["want"], kind), share, f"{m['expires_in']:.1f}s"])
+                share = "unlimited" if math.isinf(m["share"]) else _rate(m["share"], kind, family)
+                want = _rate(m["want"], kind, family)
+                rows.append([m["member"], want, share, f"{m['expires_in']:.1f}s"])
             print_table(rows, out)
     if status["requests"]:
         out.write("\n")
         rows = [["REQUEST LIMITER", "RATE", "BURST"]]
         for r in status["requests"]:
-            rate = "unlimited" if math.isinf(r["rate"]) else _rate(r["rate"], r["kind"])
+            rate = (
+                "unlimited" if math.isinf(r["rate"]) else _rate(r["rate"], r["kind"], r["family"])
+            )
             rows.append([r["name"], rate, f"{r['burst']:g}"])
         print_table(rows, out)
 

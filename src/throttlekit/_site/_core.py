@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 import anyio
 import anyio.lowlevel
@@ -49,7 +49,7 @@ from attrs import frozen
 from .._checks import check_number, check_seconds
 from .._errors import SiteUnavailable
 from .._throttle._ratelimit import RateLimiter
-from .._throttle._units import Rate
+from .._throttle._units import Family, Rate
 from . import _scripts
 from ._fair import estimate_want, fair_shares
 
@@ -80,6 +80,16 @@ Command = tuple[str, Sequence[str], Sequence[str]]  # script name, keys, args
 
 def _kind(text: str) -> Literal["bytes", "units"]:
     return "units" if text == "units" else "bytes"
+
+
+def _rate_of(per_second: float, kind: str, family: str = "") -> Rate:
+    """A rate from what Redis holds: a family (how it prints) for data only, if known."""
+    k = _kind(kind)
+    known: Family | None = None
+    for name in get_args(Family):
+        if k == "bytes" and family == name:
+            known = name
+    return Rate(per_second=per_second, kind=k, family=known)
 
 
 def _text(value: object) -> str:
@@ -343,25 +353,31 @@ class _SharedRate(Participant):
         site = self.site
         cache = str(int(site.refresh * 1000 * _CACHE_FRACTION))
         args = (site.member, want, str(int(site.lease * 1000)), rate, self.site_rate.kind)
-        return [("share", self.keys, (*args, write, cache))]
+        return [("share", self.keys, (*args, write, cache, self.site_rate.family or ""))]
 
     def apply(self, results: list[Any]) -> None:
         share_s, rate_s, kind, members = (_text(r) for r in results[0][:4])
+        family = _text(results[0][7]) if len(results[0]) > 7 else ""
         with self.lock:
             self.write = False
             self.first = False
-            self.site_rate = Rate(per_second=_num(rate_s), kind=_kind(kind))
+            self.site_rate = _rate_of(_num(rate_s), kind, family)
             self.members = int(members)
             self.degraded = False
             self._set_share(_num(share_s))
 
+    def _share_rate(self, share: float) -> Rate:
+        # Shown in the site rate's family: a share of 80Mbit/s prints in Mbit/s too.
+        return Rate(per_second=share, kind=self.site_rate.kind, family=self.site_rate.family)
+
     def _set_share(self, share: float) -> None:
         old = self.share
         self.share = share
-        if share != old and not (
-            math.isfinite(share) and math.isfinite(old) and abs(share - old) <= 1e-9 * old
-        ):
-            self.limiter.rate = Rate(per_second=share, kind=self.site_rate.kind)
+        if (
+            share != old
+            and not (math.isfinite(share) and math.isfinite(old) and abs(share - old) <= 1e-9 * old)
+        ) or self.limiter.rate.family != self.site_rate.family:
+            self.limiter.rate = self._share_rate(share)
 
     def unavailable(self, error: BaseException) -> None:
         with self.lock:
@@ -385,7 +401,7 @@ class _SharedRate(Participant):
             return SharedRateStatistics(
                 name=self.name,
                 site_rate=self.site_rate,
-                share=Rate(per_second=self.share, kind=self.site_rate.kind),
+                share=self._share_rate(self.share),
                 want=self.want,
                 members=self.members,
                 degraded=self.degraded,
@@ -448,6 +464,7 @@ class RequestLimiter:
             _fmt(self._burst),
             self._rate.kind,
             write,
+            self._rate.family or "",
         )
         try:
             result = self._site._scripts.call("gcra", self._keys, args)
@@ -455,10 +472,10 @@ class RequestLimiter:
             with self._lock:
                 self._failures += 1
             raise _unavailable(error, f"request limiter {self.name!r}") from error
-        status, wait, tat, incr, rate, burst = (_text(r) for r in result)
+        status, wait, tat, incr, rate, burst, kind, family = (_text(r) for r in result)
         with self._lock:
             self._write = False
-            self._rate = Rate(per_second=_num(rate), kind=self._rate.kind)
+            self._rate = _rate_of(_num(rate), kind, family)
             self._burst = _num(burst)
         return status, float(wait) / 1e6, tat, incr
 
@@ -864,13 +881,15 @@ class RedisSite:
             existing = self._rates.get(name)
         if existing is not None:
             with existing.lock:
-                if site_rate != existing.site_rate:
+                if (site_rate, site_rate.family) != (existing.site_rate, existing.site_rate.family):
                     existing.site_rate, existing.write = site_rate, True
                 existing.fallback = fb
             self._wake.set()
             return existing.limiter
         start = site_rate.per_second / max(self._members, 1)
-        limiter = RateLimiter(Rate(per_second=start, kind=site_rate.kind), burst=burst)
+        limiter = RateLimiter(
+            Rate(per_second=start, kind=site_rate.kind, family=site_rate.family), burst=burst
+        )
         shared = _SharedRate(self, name, site_rate, limiter, fb)
         # One report now, so the limiter starts at its share rather than a guess.
         try:
@@ -901,10 +920,19 @@ class RedisSite:
             limiter = self._requests.get(name)
             if limiter is None:
                 limiter = self._requests[name] = RequestLimiter(self, name, site_rate, value)
-            elif (site_rate, value) != (limiter._rate, limiter._burst):
+            elif (site_rate, site_rate.family, value) != (
+                limiter._rate,
+                limiter._rate.family,
+                limiter._burst,
+            ):
                 limiter._rate, limiter._burst, limiter._write = site_rate, value, True
         # Published now (for site status and set-rate); if Redis is down, at the first acquire.
-        config = {"rate": _fmt(site_rate.per_second), "burst": _fmt(value), "kind": site_rate.kind}
+        config = {
+            "rate": _fmt(site_rate.per_second),
+            "burst": _fmt(value),
+            "kind": site_rate.kind,
+            "family": site_rate.family or "",
+        }
         try:
             self.client.hset(limiter._keys[0], mapping=config)
             limiter._write = False
@@ -1016,6 +1044,9 @@ def read_status(client: Any, namespace: str) -> dict[str, Any]:
                     "name": name,
                     "rate": rate,
                     "kind": conf.get("kind", "bytes"),
+                    "family": _rate_of(
+                        rate, conf.get("kind", "bytes"), conf.get("family", "")
+                    ).family,
                     "members": [
                         {
                             "member": m,
@@ -1034,6 +1065,9 @@ def read_status(client: Any, namespace: str) -> dict[str, Any]:
                     "rate": _num(conf.get("rate", "inf")),
                     "burst": _num(conf.get("burst", "1")),
                     "kind": conf.get("kind", "units"),
+                    "family": _rate_of(
+                        0.0, conf.get("kind", "units"), conf.get("family", "")
+                    ).family,
                 }
             )
     return status
@@ -1052,7 +1086,12 @@ def set_rate(client: Any, namespace: str, name: str, rate: Rate | str | float) -
     for kind in ("rate", "request"):
         key = f"{namespace}:{{{namespace}/{kind}/{name}}}:config"
         if client.exists(key):
-            client.hset(key, mapping={"rate": _fmt(value.per_second), "kind": value.kind})
+            config = {
+                "rate": _fmt(value.per_second),
+                "kind": value.kind,
+                "family": value.family or "",
+            }
+            client.hset(key, mapping=config)
             client.hdel(key, "level_at")
             changed.append(kind)
     if not changed:

@@ -69,24 +69,27 @@ return {tostring(now), redis.call('ZCARD', KEYS[1])}
 # KEYS: config (hash), alive (zset member -> lease end, ms), wants (hash member -> want)
 # ARGV: member, want ('g' greedy or a number), lease_ms, rate ('inf' or a number; the
 #       member's last known site rate), kind, write ('1': this member sets the rate),
-#       cache_ms (how long a division may be reused when there are many members)
-# Returns: share, rate, kind, members, level, surplus, server time (ms)
+#       cache_ms (how long a division may be reused when there are many members),
+#       family (how the rate is shown: 'SI', 'IEC', 'SI bits', 'IEC bits' or '')
+# Returns: share, rate, kind, members, level, surplus, server time (ms), family
 SHARE: Final = (
     _COMMON
     + r"""
 local now = now_ms()
 local member, want = ARGV[1], ARGV[2]
+local family = ARGV[8] or ''
 if ARGV[6] == '1' then
-  redis.call('HSET', KEYS[1], 'rate', ARGV[4], 'kind', ARGV[5])
+  redis.call('HSET', KEYS[1], 'rate', ARGV[4], 'kind', ARGV[5], 'family', family)
   redis.call('HDEL', KEYS[1], 'level_at')
 end
-local conf = redis.call('HMGET', KEYS[1], 'rate', 'kind', 'level', 'surplus', 'level_at')
+local conf = redis.call('HMGET', KEYS[1], 'rate', 'kind', 'level', 'surplus', 'level_at', 'family')
 local rate, kind = conf[1], conf[2]
 if not rate then
   -- a fresh (or restarted, empty) server: the site rate this member knew
   rate, kind = ARGV[4], ARGV[5]
-  redis.call('HSET', KEYS[1], 'rate', rate, 'kind', kind)
+  redis.call('HSET', KEYS[1], 'rate', rate, 'kind', kind, 'family', family)
   conf[5] = false
+  conf[6] = family
 end
 local stale = not conf[5]
 local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
@@ -124,7 +127,7 @@ else
   level, surplus = num(conf[3]), num(conf[4])
 end
 local share = math.min(num(want), level) + surplus
-return {fmt(share), rate, kind, n, fmt(level), fmt(surplus), tostring(now)}
+return {fmt(share), rate, kind, n, fmt(level), fmt(surplus), tostring(now), conf[6] or ''}
 """
 )
 
@@ -136,37 +139,41 @@ redis.call('HDEL', KEYS[1], 'level_at')
 return 1
 """
 
-# KEYS: config (hash rate, burst, kind), tat (the theoretical arrival time, us)
+# KEYS: config (hash rate, burst, kind, family), tat (the theoretical arrival time, us)
 # ARGV: amount, nowait ('1'), rate, burst, kind (the member's own view, used when the
-#       server has none), write ('1': this member sets rate and burst)
+#       server has none), write ('1': this member sets rate and burst), family
 # Returns: status ('ok', 'busy' for nowait, 'paused'), wait (us), new tat, increment,
-#          rate, burst
+#          rate, burst, kind, family
 GCRA: Final = (
     _COMMON
     + r"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local family = ARGV[7] or ''
 if ARGV[6] == '1' then
-  redis.call('HSET', KEYS[1], 'rate', ARGV[3], 'burst', ARGV[4], 'kind', ARGV[5])
+  redis.call('HSET', KEYS[1], 'rate', ARGV[3], 'burst', ARGV[4], 'kind', ARGV[5], 'family', family)
 end
-local conf = redis.call('HMGET', KEYS[1], 'rate', 'burst')
+local conf = redis.call('HMGET', KEYS[1], 'rate', 'burst', 'kind', 'family')
 local rate_s, burst_s = conf[1], conf[2]
 if not rate_s then
-  rate_s, burst_s = ARGV[3], ARGV[4]
-  redis.call('HSET', KEYS[1], 'rate', rate_s, 'burst', burst_s, 'kind', ARGV[5])
+  rate_s, burst_s, conf[3], conf[4] = ARGV[3], ARGV[4], ARGV[5], family
+  redis.call('HSET', KEYS[1], 'rate', rate_s, 'burst', burst_s, 'kind', ARGV[5], 'family', family)
 end
+local kind_s, family_s = conf[3] or ARGV[5], conf[4] or ''
 local rate, burst, amount = num(rate_s), num(burst_s), tonumber(ARGV[1])
-if rate == math.huge then return {'ok', '0', '0', '0', rate_s, burst_s} end
-if rate <= 0 then return {'paused', '0', '0', '0', rate_s, burst_s} end
+if rate == math.huge then return {'ok', '0', '0', '0', rate_s, burst_s, kind_s, family_s} end
+if rate <= 0 then return {'paused', '0', '0', '0', rate_s, burst_s, kind_s, family_s} end
 local interval = 1000000 / rate
 local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tat < now then tat = now end
 local new_tat = tat + amount * interval
 local wait = new_tat - burst * interval - now
 if wait < 0 then wait = 0 end
-if wait > 0 and ARGV[2] == '1' then return {'busy', fmt(wait), '0', '0', rate_s, burst_s} end
+if wait > 0 and ARGV[2] == '1' then
+  return {'busy', fmt(wait), '0', '0', rate_s, burst_s, kind_s, family_s}
+end
 redis.call('SET', KEYS[2], fmt(new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {'ok', fmt(wait), fmt(new_tat), fmt(amount * interval), rate_s, burst_s}
+return {'ok', fmt(wait), fmt(new_tat), fmt(amount * interval), rate_s, burst_s, kind_s, family_s}
 """
 )
 
