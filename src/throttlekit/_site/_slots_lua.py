@@ -53,6 +53,8 @@ if write then
 end
 local conf = redis.call('HMGET', CONF, 'total', 'per_kind', 'per_key', 'token', 'grace')
 local grace = tonumber(conf[5] or '0') > now
+local grace_over = conf[5] and not grace
+if grace_over then redis.call('HDEL', CONF, 'grace') end
 if not conf[4] then
   -- a fresh (or restarted, empty) server: tokens go on from the server's clock, so a
   -- token handed out after a restart is still larger than every one before it
@@ -70,7 +72,7 @@ for i = 1, #dead do
   redis.call('ZREM', LEASE, dead[i])
   changed = true
 end
-if write then changed = true end
+if write or grace_over then changed = true end
 
 local function next_token()
   return redis.call('HINCRBY', CONF, 'token', 1)
