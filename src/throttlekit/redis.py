@@ -11,6 +11,9 @@ way. Needs redis-py: ``pip install 'throttlekit[redis]'``.
   no round trip per acquire.
 * :meth:`RedisSite.request_limiter`: a :class:`RequestLimiter`, exact across machines,
   one atomic round trip per acquire.
+* :meth:`RedisSite.operation_limits`: :class:`SiteOperationLimits`, the local
+  :class:`~throttlekit.OperationLimits` across machines (slots with leases and fencing
+  tokens, one fair line for every machine).
 
 See the "Many machines" page of the documentation for the model and its failure
 behaviour.
@@ -32,13 +35,25 @@ from ._site._core import (
     SharedRateStatistics,
     SiteStatistics,
 )
+from ._site._slots import (
+    SiteOperationLimits,
+    SiteOperationLimitsStatistics,
+    SlotGrant,
+    SlotHolder,
+    SlotWaiter,
+)
 
 __all__ = [
     "RedisSite",
     "RequestLimiter",
     "RequestLimiterStatistics",
     "SharedRateStatistics",
+    "SiteOperationLimits",
+    "SiteOperationLimitsStatistics",
     "SiteStatistics",
+    "SlotGrant",
+    "SlotHolder",
+    "SlotWaiter",
 ]
 
 

@@ -157,11 +157,17 @@ class SlotGrant:
 class SlotHolder:
     """One slot held, as the server sees it: who, what, on which key, since when."""
 
+    #: The member holding it (its ``member`` name on the site).
     member: str
+    #: The operation's kind.
     kind: str
+    #: The key it holds, or ``None``.
     key: str | None
+    #: The priority it asked with.
     priority: int
+    #: Its fencing token.
     token: int
+    #: Seconds since it was granted (server time).
     age: float
 
 
@@ -169,33 +175,44 @@ class SlotHolder:
 class SlotWaiter:
     """One request waiting in line, as the server sees it (in line order)."""
 
+    #: The member waiting.
     member: str
+    #: The operation's kind.
     kind: str
+    #: The key it asks for, or ``None``.
     key: str | None
+    #: Its priority (higher goes first).
     priority: int
+    #: Seconds since it entered the line (server time).
     age: float
 
 
 @frozen(kw_only=True)
 class SiteOperationLimitsStatistics:
     """
-    A snapshot of one cluster-wide limits object, read from Redis.
-
-    ``total``, ``per_kind`` and ``per_key`` are the limits; ``in_use`` the slots held on
-    every machine (``in_use_per_kind`` per kind); ``holders`` and ``waiters`` every entry
-    (waiters in line order: priority, then arrival); ``tasks_waiting`` and ``held_here``
-    this member's own waiters and holders.
+    A snapshot of one cluster-wide limits object, read from Redis: the limits, every
+    holder and waiter on every machine, and this member's own count of each.
     """
 
+    #: The object's name on the site.
     name: str
+    #: Operations at once in all, site-wide (``None``: no limit).
     total: int | None
+    #: The limit of each kind that has one.
     per_kind: Mapping[str, int]
+    #: Operations at once on one key (``None``: no limit).
     per_key: int | None
+    #: Slots held on every machine.
     in_use: int
+    #: Slots held on every machine, per kind.
     in_use_per_kind: Mapping[str, int]
+    #: Every holder, oldest grant first.
     holders: tuple[SlotHolder, ...]
+    #: Every waiter, in line order (priority, then arrival at Redis).
     waiters: tuple[SlotWaiter, ...]
+    #: This member's tasks and threads waiting in line.
     tasks_waiting: int
+    #: Slots this member holds.
     held_here: int
 
 
