@@ -27,9 +27,9 @@ from _procs import WAIT, state, wait_until
 from throttlekit import ConfigError, ProcessControlError
 from throttlekit._cli._run import _check, _Privileges, check_run_options, run_command
 from throttlekit._throttle._cpu import (
+    CgroupPlace,
     CpuCgroup,
     _cgroup_quota,
-    _CgroupPlace,
     _find_cgroup_place,
     cgroup_place,
 )
@@ -38,11 +38,11 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ne
 
 PLACE = cgroup_place()
 needs_cgroup = pytest.mark.skipif(
-    not isinstance(PLACE, _CgroupPlace),
+    not isinstance(PLACE, CgroupPlace),
     reason=f"no cgroup with a CPU quota may be made here: {PLACE}",
 )
 ROOT = _Privileges(nice=0, rlimit_nice=40, capabilities=None)
-FAKE_PLACE = _CgroupPlace(version=2, parent=Path("/nowhere"), origin=Path("/nowhere"))
+FAKE_PLACE = CgroupPlace(version=2, parent=Path("/nowhere"), origin=Path("/nowhere"))
 
 # The command under test: a parent that forks a busy child and waits for it; it prints the
 # child's CPU seconds and the wall seconds it ran (the child stops at a wall deadline).
@@ -106,7 +106,7 @@ def group_of(pid: int) -> str:
 def our_cgroups(pid: int | None = None) -> list[Path]:
     """Cgroups made by throttlekit runs (of process ``pid`` only, if given: other test
     runs on the machine make and remove theirs meanwhile)."""
-    assert isinstance(PLACE, _CgroupPlace)
+    assert isinstance(PLACE, CgroupPlace)
     owner = "" if pid is None else f"{pid}-"
     return sorted(PLACE.parent.glob(f"{cpu_module._CG_PREFIX}{owner}*"))
 
@@ -167,7 +167,7 @@ def test_the_backend_chosen_and_why(
     cpu: float | None,
     children: bool,
     backend: str,
-    place: _CgroupPlace | str,
+    place: CgroupPlace | str,
     chosen: str | None,
     why: str,
 ) -> None:
@@ -241,7 +241,7 @@ def test_v2_own_cgroup_when_it_enables_cpu(tmp_path: Path) -> None:
     top = fake_v2(tmp_path, {"": "cpu io memory\n", "job": "cpu\n"})
     mountinfo = f"41 31 0:38 / {top} rw,relatime - cgroup2 cgroup2 rw\n"
     place = _find_cgroup_place(mountinfo, "0::/job\n")
-    assert place == _CgroupPlace(version=2, parent=top / "job", origin=top / "job")
+    assert place == CgroupPlace(version=2, parent=top / "job", origin=top / "job")
 
 
 def test_v2_nearest_parent_that_enables_cpu(tmp_path: Path) -> None:
@@ -249,7 +249,7 @@ def test_v2_nearest_parent_that_enables_cpu(tmp_path: Path) -> None:
     top = fake_v2(tmp_path, {"": "cpu\n", "user.slice": "cpu memory\n", "user.slice/s.scope": ""})
     mountinfo = f"41 31 0:38 / {top} rw - cgroup2 cgroup2 rw,nsdelegate\n"
     place = _find_cgroup_place(mountinfo, "0::/user.slice/s.scope\n")
-    assert isinstance(place, _CgroupPlace)
+    assert isinstance(place, CgroupPlace)
     assert (place.parent, place.origin) == (top / "user.slice", top / "user.slice/s.scope")
 
 
@@ -270,7 +270,7 @@ def test_v1_cpu_hierarchy_and_a_container_mount_root(tmp_path: Path) -> None:
         f"32 31 0:29 /docker/abc {point} rw - cgroup cgroup rw,cpu,cpuacct\n"
     )
     place = _find_cgroup_place(mountinfo, "4:cpu,cpuacct:/docker/abc/inner\n0::/\n")
-    assert place == _CgroupPlace(version=1, parent=point / "inner", origin=point / "inner")
+    assert place == CgroupPlace(version=1, parent=point / "inner", origin=point / "inner")
     elsewhere = _find_cgroup_place(mountinfo, "4:cpu,cpuacct:/other\n")
     assert elsewhere == "cgroup v1: this process's cpu cgroup is not mounted here"
 
@@ -288,7 +288,7 @@ def test_cgroups_this_process_may_not_write_are_passed_over(
     assert isinstance(reason, str)
     assert "or of a parent this process may write to" in reason
     writable |= {top / "a", top / "a" / "cgroup.procs"}
-    assert _find_cgroup_place(mountinfo, "0::/a/b\n") == _CgroupPlace(
+    assert _find_cgroup_place(mountinfo, "0::/a/b\n") == CgroupPlace(
         version=2, parent=top / "a", origin=top / "a" / "b"
     )
     point = tmp_path / "cpu"
@@ -338,7 +338,7 @@ def test_a_v2_cgroup_writes_cpu_max(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         (path / "cgroup.procs").write_text("")
 
     monkeypatch.setattr(cpu_module.os, "mkdir", make_cgroup)
-    group = CpuCgroup(_CgroupPlace(version=2, parent=top, origin=top), 45)
+    group = CpuCgroup(CgroupPlace(version=2, parent=top, origin=top), 45)
     try:
         assert (group.path / "cpu.max").read_text() == "45000 100000\n"
         assert group.path.name.startswith(f"throttlekit-run-{os.getpid()}-")
@@ -480,7 +480,7 @@ def test_a_cgroup_that_cannot_be_made(
     monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], backend: str
 ) -> None:
     """mkdir refused: forced, an error before anything runs; auto, signals and a notice."""
-    nowhere = _CgroupPlace(version=2, parent=Path("/proc/no-such-dir"), origin=Path("/"))
+    nowhere = CgroupPlace(version=2, parent=Path("/proc/no-such-dir"), origin=Path("/"))
     monkeypatch.setattr(runcmd, "cgroup_place", lambda: nowhere)
     if backend == "cgroup":
         with pytest.raises(ProcessControlError, match="cannot make a cgroup in /proc/no-such"):

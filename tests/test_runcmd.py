@@ -211,7 +211,7 @@ def test_a_priority_the_kernel_refuses_is_an_error_and_nothing_runs(
     def refuse(nice: int, io_value: int) -> None:  # runs in the forked child
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(runcmd, "_apply_priority_in_child", refuse)
+    monkeypatch.setattr(runcmd, "apply_priority_in_child", refuse)
     marker = tmp_path / "ran"
     with pytest.raises(ProcessControlError, match="cannot start touch at nice 10 and best"):
         run_command(["touch", str(marker)])
@@ -239,7 +239,7 @@ def test_a_command_that_cannot_run_exits_127_or_126(
     fragment: str,
 ) -> None:
     """As env, nice and timeout: 127 not found, 126 found but not runnable; one line."""
-    if backend == "cgroup" and not isinstance(cpu_module.cgroup_place(), cpu_module._CgroupPlace):
+    if backend == "cgroup" and not isinstance(cpu_module.cgroup_place(), cpu_module.CgroupPlace):
         pytest.skip(f"no cgroup may be made here: {cpu_module.cgroup_place()}")
     assert run_command([make(tmp_path)], cpu=30, backend=backend) == status
     err = capfd.readouterr().err

@@ -140,7 +140,7 @@ def _read_text(path: str, limit: int = _CONFIG_LIMIT) -> bytes:
 
 def parse_labels(text: str) -> dict[str, str]:
     """Parse ``k=v,k2=v2`` into a label mapping, validating keys and values."""
-    from .._policy._selectors import _key_problem, _value_problem
+    from .._policy._selectors import key_problem, value_problem
 
     labels: dict[str, str] = {}
     if text.strip() == "":
@@ -149,7 +149,7 @@ def parse_labels(text: str) -> dict[str, str]:
         key, sep, value = part.strip().partition("=")
         if not sep:
             raise _InputError(f"--labels: {part.strip()!r} is not key=value")
-        problem = _key_problem(key) or _value_problem(value)
+        problem = key_problem(key) or value_problem(value)
         if problem is not None:
             raise _InputError(f"--labels: {problem}")
         if key in labels:

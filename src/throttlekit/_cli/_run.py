@@ -64,13 +64,13 @@ from .._checks import check_number, check_optional_int
 from .._errors import ConfigError, ProcessControlError
 from .._throttle._cpu import (
     CGROUP_MIN_PERCENT,
+    CgroupPlace,
     CpuCgroup,
-    _apply_priority_in_child,
-    _CgroupPlace,
-    _check_priority,
-    _libc,
+    apply_priority_in_child,
     available_cpus,
     cgroup_place,
+    check_process_priority,
+    load_libc,
     throttle_process,
 )
 
@@ -161,7 +161,7 @@ class RunOptions:
     backend: str | None = None  # "cgroup" or "signals" when cpu is set
     requested: str = "auto"  # the backend asked for: "auto" may fall back to signals
     why: str = ""  # why that backend
-    place: _CgroupPlace | None = None  # where the cgroup is made (backend "cgroup")
+    place: CgroupPlace | None = None  # where the cgroup is made (backend "cgroup")
 
 
 @frozen(kw_only=True)
@@ -246,7 +246,7 @@ def _check(
     *,
     children: object = True,
     backend: object = "auto",
-    find_place: Callable[[], _CgroupPlace | str] = cgroup_place,
+    find_place: Callable[[], CgroupPlace | str] = cgroup_place,
 ) -> RunOptions:
     if isinstance(argv, str | bytes) or not isinstance(argv, Sequence):
         raise TypeError(f"argv must be a sequence of strings, got {argv!r}")
@@ -286,7 +286,7 @@ def _check(
             f"invalid --ionice {ionice!r}: the realtime class needs root "
             "(CAP_SYS_NICE or CAP_SYS_ADMIN)"
         )
-    io_value = _check_priority(nice, io_class, io_level)
+    io_value = check_process_priority(nice, io_class, io_level)
     if not isinstance(children, bool):
         raise TypeError(f"children must be True or False, got {children!r}")
     chosen, why, place = _choose_backend(
@@ -311,8 +311,8 @@ def _choose_backend(
     cpu: float | None,
     children: bool,
     backend: object,
-    find_place: Callable[[], _CgroupPlace | str],
-) -> tuple[str | None, str, _CgroupPlace | None]:
+    find_place: Callable[[], CgroupPlace | str],
+) -> tuple[str | None, str, CgroupPlace | None]:
     """(backend, why, where the cgroup goes) for the checked options."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
@@ -332,12 +332,12 @@ def _choose_backend(
             )
         return "signals", "--no-children: a cgroup would cap the children too", None
     if cpu < CGROUP_MIN_PERCENT:
-        found: _CgroupPlace | str = (
+        found: CgroupPlace | str = (
             f"a cgroup quota cannot go below {CGROUP_MIN_PERCENT:g}% of one core"
         )
     else:
         found = find_place()
-    if isinstance(found, _CgroupPlace):
+    if isinstance(found, CgroupPlace):
         why = "--backend cgroup" if backend == "cgroup" else "auto: a cgroup may be made here"
         return "cgroup", why, found
     if backend == "cgroup":
@@ -510,7 +510,7 @@ def _popen(
     cgroup: tuple[CpuCgroup, int] | None,
 ) -> subprocess.Popen[bytes]:
     name = options.argv[0]
-    libc = _libc()  # loaded here, not in the child
+    libc = load_libc()  # loaded here, not in the child
     death_signal = signal.SIGCONT if options.backend == "signals" else None
 
     def in_child() -> None:
@@ -527,7 +527,7 @@ def _popen(
             except OSError as e:
                 os.write(cgroup[1], str(e.errno or errno.EPERM).encode())
                 raise
-        _apply_priority_in_child(options.nice, options.io_value)
+        apply_priority_in_child(options.nice, options.io_value)
 
     try:
         return subprocess.Popen(list(options.argv), preexec_fn=in_child)

@@ -27,9 +27,11 @@ __all__ = [
     "BlockStatus",
     "ItemBlock",
     "ItemError",
+    "Phase",
     "RunProgress",
     "RunResult",
     "build_item_blocks",
+    "describe",
 ]
 
 T = TypeVar("T")
@@ -37,7 +39,7 @@ T = TypeVar("T")
 Phase = Literal["item", "pre_hook", "post_hook"]
 
 
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
     text = str(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -77,7 +79,7 @@ class ItemBlock(Generic[T]):
         return len(self.items)
 
     def __str__(self) -> str:
-        return self.name if self.name is not None else _describe(self.items[0])
+        return self.name if self.name is not None else describe(self.items[0])
 
 
 def build_item_blocks(
@@ -115,7 +117,7 @@ def build_item_blocks(
             hash(k)
         except TypeError as e:
             raise TypeError(
-                f"key: the identity of {_describe(item)} is not hashable; pass key= "
+                f"key: the identity of {describe(item)} is not hashable; pass key= "
                 "returning something hashable (a name, a UID)"
             ) from e
         return k
@@ -211,7 +213,7 @@ class ItemError:
     phase: Phase = "item"
 
     def __str__(self) -> str:
-        what = f"{self.phase} of block {self.block}" if self.item is None else _describe(self.item)
+        what = f"{self.phase} of block {self.block}" if self.item is None else describe(self.item)
         return f"{what}: {type(self.error).__name__}: {self.error}"
 
 
@@ -293,14 +295,14 @@ def _group_for_block(result: BlockResult) -> ItemBlockError:
         summary = "; ".join(str(e) for e in errors)
         own.append(
             ItemBlockError(
-                f"One or more additional items for {_describe(parent)} failed: {summary}",
+                f"One or more additional items for {describe(parent)} failed: {summary}",
                 [e.error for e in errors],
                 block=str(result.block),
             )
         )
     summary = "; ".join(str(e) for e in result.errors if e.parent is None)
     if by_parent:
-        extra = "; ".join(f"additional items for {_describe(p)}" for p, _ in by_parent.values())
+        extra = "; ".join(f"additional items for {describe(p)}" for p, _ in by_parent.values())
         summary = f"{summary}; {extra}" if summary else extra
     return ItemBlockError(
         f"One or more items in block {result.block} failed: {summary}",

@@ -45,7 +45,7 @@ from ._blocks import (
     Phase,
     RunProgress,
     RunResult,
-    _describe,
+    describe,
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
@@ -74,7 +74,7 @@ def _is_async(func: Callable[..., Any]) -> bool:
 def _name(func: object) -> str:
     """A callable's name for messages: its qualified name, else its repr."""
     name = getattr(func, "__qualname__", None)
-    return name if isinstance(name, str) else _describe(func)
+    return name if isinstance(name, str) else describe(func)
 
 
 def _warn_callback(what: str, error: Exception) -> None:
@@ -209,7 +209,7 @@ class _Run(Generic[T]):
             seen = k in self.claimed
         except TypeError as e:
             raise TypeError(
-                f"key({_describe(item)}) returned an unhashable {type(k).__name__}; "
+                f"key({describe(item)}) returned an unhashable {type(k).__name__}; "
                 "key must return something hashable (a name, a UID)"
             ) from e
         if seen:
@@ -387,7 +387,7 @@ class _BlockRun:
         if isinstance(returned, str | bytes | bytearray | memoryview | Mapping):
             part = "key" if isinstance(returned, Mapping) else "character"
             error = TypeError(
-                f"process({_describe(item)}) returned a {type(returned).__name__}, which "
+                f"process({describe(item)}) returned a {type(returned).__name__}, which "
                 f"would make each {part} an additional item; return None or an iterable "
                 "of additional items, such as a list"
             )
@@ -396,7 +396,7 @@ class _BlockRun:
                 iterator = iter(returned)
             except TypeError:
                 error = TypeError(
-                    f"process({_describe(item)}) returned a {type(returned).__name__}; "
+                    f"process({describe(item)}) returned a {type(returned).__name__}; "
                     "return None or an iterable of additional items, such as a list"
                 )
             else:
@@ -794,7 +794,7 @@ class ItemBlockWorkerPool:
                 count = value if to_workers is None else to_workers(value)
                 self.workers = count  # type: ignore[assignment]
             except Exception as e:
-                _warn_callback(f"follow: setting workers from {_describe(value)}", e)
+                _warn_callback(f"follow: setting workers from {describe(value)}", e)
             if not started:
                 started = True
                 task_status.started()

@@ -22,7 +22,7 @@ from attrs import field, frozen
 
 from .._errors import SelectorError
 
-__all__ = ["LabelSelector", "SelectorRequirement"]
+__all__ = ["LabelSelector", "SelectorRequirement", "key_problem", "value_problem"]
 
 Operator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
 _OPERATORS: Final[tuple[Operator, ...]] = ("In", "NotIn", "Exists", "DoesNotExist")
@@ -49,7 +49,7 @@ def _part_problem(
     return None
 
 
-def _key_problem(key: object) -> str | None:
+def key_problem(key: object) -> str | None:
     """Why ``key`` is not a valid label key (a Kubernetes qualified name), or None."""
     if not isinstance(key, str):
         return f"label key must be a string, got {type(key).__name__}"
@@ -77,7 +77,7 @@ def _key_problem(key: object) -> str | None:
     )
 
 
-def _value_problem(value: object) -> str | None:
+def value_problem(value: object) -> str | None:
     """Why ``value`` is not a valid label value, or None (the empty string is valid)."""
     if not isinstance(value, str):
         return f"label value must be a string, got {type(value).__name__}"
@@ -187,7 +187,7 @@ def _requirement_problem(
     key: object, operator: object, values: Iterable[object]
 ) -> tuple[str, str] | None:
     """``(field, message)`` for the first problem of a requirement, or None."""
-    problem = _key_problem(key)
+    problem = key_problem(key)
     if problem is not None:
         return "key", problem
     if operator not in _OPERATORS:
@@ -202,7 +202,7 @@ def _requirement_problem(
     elif values:
         return "values", f"operator {operator} takes no values (key {key!r})"
     for i, value in enumerate(values):
-        problem = _value_problem(value)
+        problem = value_problem(value)
         if problem is not None:
             return f"values[{i}]", problem
     return None
@@ -296,7 +296,7 @@ class LabelSelector:
         if not isinstance(labels, Mapping):
             raise SelectorError("must be an object of key: value", path="matchLabels")
         for key, value in labels.items():
-            label_problem = _key_problem(key) or _value_problem(value)
+            label_problem = key_problem(key) or value_problem(value)
             if label_problem is not None:
                 raise SelectorError(label_problem, path=f"matchLabels[{json.dumps(key)}]")
             requirements.append(SelectorRequirement(key=key, operator="In", values=(value,)))

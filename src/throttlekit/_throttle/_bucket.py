@@ -63,7 +63,7 @@ import math
 from collections import deque
 from typing import Generic, TypeVar, final
 
-__all__ = ["Ticket", "TokenBucket"]
+__all__ = ["EPS", "Ticket", "TokenBucket"]
 
 # Seconds of earning within which a turn counts as earned: float rounding must not cost
 # an extra wake-up.

@@ -53,11 +53,18 @@ from .._errors import ProcessControlError
 from ._hostcancel import host_cancel_check, sleep_checking
 
 __all__ = [
+    "CGROUP_MIN_PERCENT",
+    "CgroupPlace",
+    "CpuCgroup",
     "CpuGovernor",
     "CpuGovernorStatistics",
     "PrioritySettings",
+    "apply_priority_in_child",
     "available_cpus",
+    "cgroup_place",
+    "check_process_priority",
     "cpu_sleep",
+    "load_libc",
     "lower_priority",
     "throttle_process",
 ]  # cpu_sleep is the sans-I/O maths, public here but not from throttlekit
@@ -649,7 +656,7 @@ CGROUP_MIN_PERCENT: Final = 100.0 * _CG_MIN_QUOTA / _CG_MAX_PERIOD  # 0.1% of on
 
 
 @frozen(kw_only=True)
-class _CgroupPlace:
+class CgroupPlace:
     """Where a cgroup with a CPU quota can be made: in ``parent``, for cgroup ``version``."""
 
     version: Literal[1, 2]
@@ -702,7 +709,7 @@ def _words(path: Path) -> list[str]:
         return []
 
 
-def _find_cgroup_place(mountinfo: str, cgroup_text: str) -> _CgroupPlace | str:
+def _find_cgroup_place(mountinfo: str, cgroup_text: str) -> CgroupPlace | str:
     """
     Where this process may make a cgroup with a CPU quota, or why it may not (a sentence).
 
@@ -730,7 +737,7 @@ def _find_cgroup_place(mountinfo: str, cgroup_text: str) -> _CgroupPlace | str:
                     and os.access(directory, os.W_OK)  # to make the cgroup
                     and os.access(directory / "cgroup.procs", os.W_OK)  # to move into it
                 ):
-                    return _CgroupPlace(version=2, parent=directory, origin=own)
+                    return CgroupPlace(version=2, parent=directory, origin=own)
                 if directory == top or top not in directory.parents:
                     break
                 directory = directory.parent
@@ -745,13 +752,13 @@ def _find_cgroup_place(mountinfo: str, cgroup_text: str) -> _CgroupPlace | str:
             elif not os.access(own, os.W_OK):
                 reasons.append(f"cgroup v1: this process may not write to {own}")
             else:
-                return _CgroupPlace(version=1, parent=own, origin=own)
+                return CgroupPlace(version=1, parent=own, origin=own)
     if not reasons:
         reasons.append("no cgroup hierarchy with the cpu controller is mounted")
     return "; ".join(reasons)
 
 
-def cgroup_place() -> _CgroupPlace | str:
+def cgroup_place() -> CgroupPlace | str:
     """:func:`_find_cgroup_place` for this process (a reason when not Linux)."""
     try:
         mountinfo = Path("/proc/self/mountinfo").read_text()
@@ -796,7 +803,7 @@ class CpuCgroup:
     are removed when the next one is made.
     """
 
-    def __init__(self, place: _CgroupPlace, percent: float) -> None:
+    def __init__(self, place: CgroupPlace, percent: float) -> None:
         self.place = place
         self.quota, self.period = _cgroup_quota(percent)
         _sweep_stale(place.parent)
@@ -921,7 +928,7 @@ class PrioritySettings:
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL | None:
+def load_libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -933,7 +940,7 @@ def _libc() -> ctypes.CDLL | None:
 def _ioprio(tid: int, value: int | None) -> int | None:
     """Read (value None) or set a thread's I/O priority; None when unsupported."""
     calls = _IOPRIO_SYSCALLS.get(platform.machine())
-    libc = _libc()
+    libc = load_libc()
     if calls is None or libc is None:
         return None
     if value is None:
@@ -975,7 +982,7 @@ def lower_priority(
     :class:`TypeError`, a value out of range (or an ``io_level`` for the ``"idle"`` or
     ``"none"`` class, which have none) a :class:`ValueError`.
     """
-    io_value = _check_priority(nice, io_class, io_level)
+    io_value = check_process_priority(nice, io_class, io_level)
     before = _current_priority()
     io = "io_priority" not in before.unsupported
     done: set[int] = set()
@@ -1007,7 +1014,7 @@ def _set_thread_priority(tid: int, nice: int, io_value: int | None) -> None:
             raise
 
 
-def _check_priority(nice: object, io_class: object, io_level: object) -> int:
+def check_process_priority(nice: object, io_class: object, io_level: object) -> int:
     """Validate the settings; returns the ioprio value to set."""
     nice = check_int(nice, "nice", minimum=-20, maximum=19)
     if not isinstance(io_class, str):
@@ -1027,7 +1034,7 @@ def _check_priority(nice: object, io_class: object, io_level: object) -> int:
     return (klass << 13) | (0 if klass in (0, 3) else io_level)
 
 
-def _apply_priority_in_child(nice: int, io_value: int) -> None:
+def apply_priority_in_child(nice: int, io_value: int) -> None:
     """For a freshly forked, single-threaded child (``preexec_fn``): set both, or fail."""
     os.setpriority(os.PRIO_PROCESS, 0, nice)
     try:

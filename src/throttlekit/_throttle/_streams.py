@@ -21,7 +21,13 @@ from anyio.abc import ByteStream
 
 from ._ratelimit import RateLimiter
 
-__all__ = ["ThrottledByteStream", "ThrottledReader", "ThrottledWriter", "throttle_chunks"]
+__all__ = [
+    "ThrottledByteStream",
+    "ThrottledReader",
+    "ThrottledWriter",
+    "piece_size",
+    "throttle_chunks",
+]
 
 # The shortest piece, in seconds of the rate: a smaller burst is not worth a call per piece.
 _MIN_PIECE_SECONDS: Final = 0.001

@@ -29,7 +29,15 @@ from attrs import field, frozen
 from .._checks import check_number
 from .._errors import UnitError
 
-__all__ = ["Family", "Rate", "format_amount", "parse_burst", "parse_data_rate", "parse_size"]
+__all__ = [
+    "Family",
+    "Rate",
+    "check_rate_number",
+    "format_amount",
+    "parse_burst",
+    "parse_data_rate",
+    "parse_size",
+]
 
 Kind = Literal["bytes", "units"]
 
