@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from throttlekit import available_cpus
-from throttlekit._throttle._cpu import _CgroupPlace, cgroup_place
+from throttlekit._throttle._cpu import CgroupPlace, cgroup_place
 
 WORKLOADS = {
     "single": """
@@ -97,7 +97,7 @@ def limiters(percent: float) -> dict[str, list[str] | None]:
     return {
         "uncapped": [],
         "throttlekit run (cgroup)": (
-            run(backend="cgroup") if isinstance(cgroup_place(), _CgroupPlace) else None
+            run(backend="cgroup") if isinstance(cgroup_place(), CgroupPlace) else None
         ),
         "throttlekit run (signals)": run(backend="signals"),
         "throttlekit run --no-children": run(children=False),
@@ -193,7 +193,7 @@ def main() -> None:
     )
     print(
         "cgroup here: "
-        + (f"v{place.version} in {place.parent}" if isinstance(place, _CgroupPlace) else place)
+        + (f"v{place.version} in {place.parent}" if isinstance(place, CgroupPlace) else place)
     )
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     print()
