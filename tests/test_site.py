@@ -506,3 +506,81 @@ def test_request_limiter_rate_keeps_its_family(redis_server: RedisServer) -> Non
         assert str(limiter.rate) == "2MiB/s"
         (request,) = read_status(redis_server.client(), "t")["requests"]
         assert request["family"] == "IEC"
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("redis://h/x", "database"),  # redis-py would silently use database 0
+        ("redis://h/0/1", "database"),
+        ("redis://h/-1", "database"),
+        ("redis://h/0?db=x", "database"),
+        ("unix://", "socket path"),
+        ("unix:///tmp/r.sock?db=x", "database"),
+        ("redis://h:port/0", "url 'redis://h:port/0'"),
+        ("redis://h:99999", "url 'redis://h:99999'"),
+        ("h:6379", "url 'h:6379'"),
+        ("", "url ''"),
+    ],
+)
+def test_a_url_that_does_not_parse_is_one_clear_error(url: str, match: str) -> None:
+    """Refused when the site is made, naming the URL: never connected to the wrong place."""
+    with pytest.raises(ValueError, match=match) as info:
+        RedisSite(url)
+    assert f"url {url!r}" in str(info.value)
+
+
+def test_good_urls_are_taken() -> None:
+    for url in ("redis://h", "redis://h/", "redis://h:6380/3", "rediss://u:p@h/0",
+                "unix:///run/redis.sock", "unix:///run/redis.sock?db=2", "redis://"):  # fmt: skip
+        RedisSite(url)
+
+
+@pytest.mark.parametrize(
+    ("rate", "match"),
+    [(-5, "rate must be >= 0"), (math.nan, "rate must be >= 0"), ("-1MiB/s", "negative")],
+)
+def test_a_bad_rate_number_names_the_rate(
+    redis_server: RedisServer, rate: object, match: str
+) -> None:
+    with sites(redis_server, 1) as (site,):
+        with pytest.raises(ValueError, match=match):
+            site.rate_limiter("uplink", rate)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=match):
+            site.request_limiter("api", rate)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("site_rate", "fallback"),
+    [
+        ("40MiB/s", "100/s"),
+        ("40MiB/s", "1000"),
+        ("40MiB/s", Rate(per_second=5, kind="units")),
+        ("100/s", "1MiB/s"),
+    ],
+)
+def test_a_fallback_of_the_other_kind_is_refused(
+    redis_server: RedisServer, site_rate: str, fallback: object
+) -> None:
+    """A fallback counts what the site rate counts (bytes or units), or it is refused."""
+    with sites(redis_server, 1) as (site,):
+        with pytest.raises(ValueError, match="fallback"):
+            site.rate_limiter("uplink", site_rate, fallback=fallback)  # type: ignore[arg-type]
+        # off and 0 mean the same for both kinds
+        site.rate_limiter("uplink", site_rate, fallback="0")
+        site.rate_limiter("uplink", site_rate, fallback="off")
+
+
+def test_set_rate_refuses_another_kind(redis_server: RedisServer) -> None:
+    """A shared rate of data cannot become a count of units by a typo (a bare number)."""
+    client = redis_server.client()
+    with sites(redis_server, 1) as (site,):
+        site.rate_limiter("uplink", "40MiB/s")
+        site.request_limiter("api", "5/s")
+        with pytest.raises(ValueError, match=r"rate of bytes.*1000B/s"):
+            set_rate(client, "t", "uplink", "1000")
+        with pytest.raises(ValueError, match="rate of units"):
+            set_rate(client, "t", "api", "5MiB/s")
+        assert read_status(client, "t")["rates"][0]["kind"] == "bytes"
+        set_rate(client, "t", "uplink", "off")  # no limit and paused fit both kinds
+        set_rate(client, "t", "api", "0")

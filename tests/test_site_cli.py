@@ -207,6 +207,14 @@ def test_main_site_set_rate_reaches_a_running_member(
         (("pipe", "--rate", "1MiB/s", "--site", "{url}", "--name", "a b"), "--name must be"),
         (("pipe", "--rate", "fast", "--site", "{url}"), "--rate: invalid rate 'fast'"),
         (("pipe", "--rate", "1MiB/s", "--site", "unix:///nonexistent/r.sock"), "cannot reach"),
+        # found in the adversarial pass (each of these failed before its fix)
+        (("site", "status", "redis://h/x"), "database must be a number"),
+        (("site", "status", "unix://"), "needs a socket path"),
+        (("pipe", "--rate", "1MiB/s", "--site", "redis://h/x"), "database must be a number"),
+        (("site", "set-rate", "{url}", "up", "1000", "--namespace", "a"), "RATE: rate '1000/s'"),
+        (("pipe", "--rate", "1MiB/s", "--name", "up"), "--name names a shared rate"),
+        (("pipe", "--rate", "1MiB/s", "--namespace", "a"), "it needs --site URL"),
+        (("pipe", "--rate", "1MiB/s", "--site", "{url}", "--namespace", "a:b"), "--namespace"),
     ],
 )
 def test_main_bad_input_is_one_error_line_and_status_2(
@@ -215,7 +223,11 @@ def test_main_bad_input_is_one_error_line_and_status_2(
     argv: tuple[str, ...],
     message: str,
 ) -> None:
-    status, out, err = cli(capsys, *(a.format(url=redis_server.url) for a in argv))
+    setup = RedisSite(redis_server.url, namespace="a", member="m")
+    setup._heartbeat_thread = False
+    with setup:  # a shared rate of data named up, for set-rate
+        setup.rate_limiter("up", "1MiB/s")
+        status, out, err = cli(capsys, *(a.format(url=redis_server.url) for a in argv))
     assert status == 2
     assert out == ""
     assert err.startswith("throttlekit: error: ") and err.count("\n") == 1, err

@@ -57,7 +57,12 @@ def _redis() -> Any:
 def _client(url: str) -> Any:
     import redis
 
+    from .._site._core import url_problem
+
     try:
+        problem = url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
         return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
     except ValueError as error:
         raise SiteCommandError(f"URL {url!r} is not a Redis URL: {error}") from None
@@ -109,8 +114,10 @@ def add_pipe_site_options(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="share --rate with every pipe of the same --name on this Redis (redis://...)",
     )
-    parser.add_argument("--name", default="pipe", help="the shared rate's name (with --site)")
-    parser.add_argument("--namespace", default="throttlekit", help="the site's namespace")
+    parser.add_argument("--name", help="the shared rate's name (with --site; default pipe)")
+    parser.add_argument(
+        "--namespace", help="the site's namespace (with --site; default throttlekit)"
+    )
 
 
 # -- running them -------------------------------------------------------------------------
@@ -139,6 +146,8 @@ def cmd_site(args: argparse.Namespace, out: TextIO) -> int:
                 changed = core.set_rate(client, args.namespace, args.name, rate)
             except LookupError as error:
                 raise SiteCommandError(str(error).strip("'\"")) from None
+            except ValueError as error:  # a rate of units for a shared rate of data
+                raise SiteCommandError(f"RATE: {error}") from None
             out.write(f"{args.name}: site rate {rate} ({', '.join(changed)})\n")
             return 0
         status = core.read_status(client, args.namespace)
@@ -231,15 +240,25 @@ def pipe_limiter(
     from .._throttle._ratelimit import RateLimiter
     from .._throttle._schedule import Schedule
 
-    if getattr(args, "site", None) is None:
+    url, name, namespace = (getattr(args, a, None) for a in ("site", "name", "namespace"))
+    if url is None:
+        if name is not None or namespace is not None:
+            given = "--name" if name is not None else "--namespace"
+            raise SiteCommandError(f"{given} names a shared rate: it needs --site URL")
         yield RateLimiter(rate, burst=burst, full=True)
         return
     if isinstance(rate, Schedule):
         raise SiteCommandError("--site: a timetable cannot be shared; give one rate")
     core = _redis()
+    name = "pipe" if name is None else name
+    namespace = "throttlekit" if namespace is None else namespace
     try:
-        site = core.RedisSite(args.site, namespace=args.namespace)
-        core.check_name(args.name, "--name")
+        core.check_name(name, "--name")
+        core.check_name(namespace, "--namespace")
+    except ValueError as error:
+        raise SiteCommandError(str(error)) from None
+    try:
+        site = core.RedisSite(url, namespace=namespace)
     except (ValueError, TypeError) as error:
         raise SiteCommandError(f"--site: {error}") from None
     try:
@@ -247,6 +266,6 @@ def pipe_limiter(
     except SiteUnavailable as error:
         raise _unreachable(args.site, error.__cause__ or error) from None
     try:
-        yield site.rate_limiter(args.name, rate, burst=burst)
+        yield site.rate_limiter(name, rate, burst=burst)
     finally:
         site.close()

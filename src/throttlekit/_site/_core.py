@@ -36,6 +36,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final, Literal, get_args
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.lowlevel
@@ -49,7 +50,7 @@ from attrs import frozen
 from .._checks import check_number, check_seconds
 from .._errors import SiteUnavailable
 from .._throttle._ratelimit import RateLimiter
-from .._throttle._units import Family, Rate
+from .._throttle._units import Family, Rate, check_rate_number
 from . import _scripts
 from ._fair import estimate_want, fair_shares
 
@@ -61,6 +62,7 @@ __all__ = [
     "SharedRateStatistics",
     "SiteStatistics",
     "read_status",
+    "url_problem",
 ]
 
 logger: Final = logging.getLogger("throttlekit.redis")
@@ -119,8 +121,54 @@ def _check_rate(value: object, name: str = "rate") -> Rate:
     if isinstance(value, str):
         return Rate.parse(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return Rate(per_second=check_number(value, name), kind="units")
+        return Rate(per_second=check_rate_number(value, name), kind="units")
     raise TypeError(f"{name} must be a Rate, rate text or a number, got {type(value).__name__}")
+
+
+def _same_kind(rate: Rate, other: Rate) -> bool:
+    """Whether ``rate`` may stand for ``other``: the same kind, or no limit, or paused."""
+    extreme = [r.is_unlimited or r.is_paused for r in (rate, other)]
+    return rate.kind == other.kind or any(extreme)
+
+
+def _other_kind(what: str, rate: Rate, target: str, kind: str) -> ValueError:
+    """``rate`` given where a rate of ``kind`` is needed: the spellings to use instead."""
+    if kind == "bytes":
+        n = str(rate)[: -len("/s")]
+        instead = f"'{n}B/s', '{n}MB/s' or '{n}Mbit/s'"
+    else:
+        instead = "a number per second, such as '5/s'"
+    return ValueError(
+        f"{what} {str(rate)!r} is a rate of {rate.kind}, but {target} is a rate of {kind}: "
+        f"give {instead}"
+    )
+
+
+_DB: Final = re.compile(r"[0-9]+")
+
+
+def url_problem(url: str) -> str | None:
+    """
+    What is wrong with a Redis URL that redis-py would take and misread, or None:
+    a database that is not a number (``redis://host/x`` would silently be database 0),
+    a ``unix://`` URL without a socket path. The rest (scheme, port) redis-py checks.
+    """
+    try:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+    except ValueError as error:
+        return str(error)
+    if parts.scheme.lower() == "unix":
+        if not parts.path:
+            return "unix:// needs a socket path, such as unix:///run/redis/redis.sock"
+    elif parts.scheme.lower() in ("redis", "rediss"):
+        db = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if db and not _DB.fullmatch(db):
+            return f"the database must be a number (redis://host:6379/0), got {db!r}"
+    for db in query.get("db", []):
+        if not _DB.fullmatch(db):
+            return f"the database must be a number (?db=0), got {db!r}"
+    return None
 
 
 def _check_amount(value: object) -> float:
@@ -641,6 +689,9 @@ class RedisSite:
                 raise TypeError(f"url must be a str, got {type(url).__name__}")
             timeout = max(0.25, min(self.lease / 2, 5.0))
             try:
+                problem = url_problem(url)
+                if problem is not None:
+                    raise ValueError(problem)
                 client = redis.Redis.from_url(
                     url,
                     socket_timeout=timeout,
@@ -867,6 +918,8 @@ class RedisSite:
         check_name(name, "name")
         site_rate = _check_rate(rate)
         fb = _check_fallback(fallback)
+        if isinstance(fb, Rate) and not _same_kind(fb, site_rate):
+            raise _other_kind("fallback", fb, f"the site rate {str(site_rate)!r}", site_rate.kind)
         with self._create_lock:  # one limiter per name, even when asked from two threads
             return self._rate_limiter(name, site_rate, burst, fb)
 
@@ -1082,18 +1135,21 @@ def set_rate(client: Any, namespace: str, name: str, rate: Rate | str | float) -
     check_name(namespace, "namespace")
     check_name(name, "name")
     value = _check_rate(rate)
-    changed = []
+    found = []
     for kind in ("rate", "request"):
         key = f"{namespace}:{{{namespace}/{kind}/{name}}}:config"
         if client.exists(key):
-            config = {
-                "rate": _fmt(value.per_second),
-                "kind": value.kind,
-                "family": value.family or "",
-            }
-            client.hset(key, mapping=config)
-            client.hdel(key, "level_at")
-            changed.append(kind)
+            stored = _rate_of(1.0, _text(client.hget(key, "kind") or "bytes"))
+            if not _same_kind(value, stored):
+                what = "shared rate" if kind == "rate" else "request limiter"
+                raise _other_kind("rate", value, f"the {what} {name!r}", stored.kind)
+            found.append((kind, key))
+    changed = []
+    for kind, key in found:
+        config = {"rate": _fmt(value.per_second), "kind": value.kind, "family": value.family or ""}
+        client.hset(key, mapping=config)
+        client.hdel(key, "level_at")
+        changed.append(kind)
     if not changed:
         raise LookupError(f"site {namespace!r} has no shared rate or request limiter {name!r}")
     return changed
