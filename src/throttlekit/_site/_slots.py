@@ -431,6 +431,7 @@ class SiteOperationLimits(Participant):
     def _release(self, entry: _Entry) -> None:
         """Give the slot (or the place in line) back; never raises."""
         with self._lock:
+            held = entry.state == "held"
             entry.state = "done"
             self._entries.pop(entry.id, None)
         try:
@@ -439,9 +440,12 @@ class SiteOperationLimits(Participant):
             # The heartbeat tells the server when it is back; meanwhile the lease runs out.
             with self._lock:
                 self._drops.add(entry.id)
-            logger.warning(
-                "operation limits %r: could not release a slot now (the heartbeat will): %s",
+            logger.log(
+                logging.WARNING if held else logging.DEBUG,
+                "operation limits %r: could not give a %s back now (the heartbeat will, "
+                "or its lease runs out): %s",
                 self.name,
+                "slot" if held else "place in line",
                 error,
             )
 
