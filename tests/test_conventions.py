@@ -105,6 +105,18 @@ def test_no_docstring_has_section_headings() -> None:
     assert not found, "section headings in docstrings:\n" + "\n".join(found)
 
 
+def test_no_docstring_shows_code_that_never_runs() -> None:
+    """Code in docstrings is a doctest (``>>>``), so it runs and cannot drift from the code;
+    a ``code-block`` directive would show code that nothing checks."""
+    found = []
+    for path in source_files():
+        tree = ast.parse(path.read_text(), str(path))
+        for whose, line, text in docstrings(tree):
+            if re.search(r"^\s*\.\. code-block::", text, re.MULTILINE):
+                found.append(f"{path.relative_to(PACKAGE)}:{line} ({whose})")
+    assert not found, "code blocks that never run:\n" + "\n".join(found)
+
+
 def public_records() -> set[type]:
     """The attrs classes among the public names (aliases are the same class)."""
     return {

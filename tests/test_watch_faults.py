@@ -408,7 +408,8 @@ def test_check_without_a_loop_propagates_base_exceptions(tmp_path: Path) -> None
 @pytest.mark.parametrize("at", [0.0, 0.5, 1.0, 2.5])
 async def test_cancelled_at_any_moment_then_entered_again(tmp_path: Path, at: float) -> None:
     """Cancelling the scope around the watcher at any moment (before, at and between polls,
-    with a change pending) stops it cleanly; waiters are told; entering it again is refused, a new watcher starts over."""
+    with a change pending) stops it cleanly; waiters are told; entering it again is refused,
+    a new watcher starts over."""
     path = tmp_path / "cfg.json"
     path.write_text(doc(2))
     watcher = PolicyWatcher(path, interval=1)

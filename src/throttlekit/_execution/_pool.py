@@ -532,11 +532,22 @@ class ItemBlockWorkerPool:
     N workers that process :class:`ItemBlock` s: blocks in parallel, the items of one
     block in order, every error kept.
 
-    .. code-block:: python
-
-        async with ItemBlockWorkerPool(workers=4) as pool:
-            result = await pool.run(blocks, back_up_item, pre_hook=freeze, post_hook=thaw)
-        result.raise_for_errors()   # an ItemBlockError (an ExceptionGroup) if anything failed
+    >>> import anyio
+    >>> from throttlekit import ItemBlock
+    >>> from throttlekit.testing import run
+    >>> frozen = []
+    >>> async def freeze(block):                        # a pre hook: fsfreeze, say
+    ...     frozen.append(str(block))
+    >>> async def back_up_item(item):
+    ...     await anyio.sleep(1)                        # move the item's data
+    >>> async def main():
+    ...     blocks = [ItemBlock(["pod/web-0", "pvc/web-0"]), ItemBlock(["pod/db-0"])]
+    ...     async with ItemBlockWorkerPool(workers=4) as pool:
+    ...         return await pool.run(blocks, back_up_item, pre_hook=freeze)
+    >>> result = run(main)                              # on virtual time
+    >>> [str(b.status) for b in result.blocks], result.duration, frozen
+    (['succeeded', 'succeeded'], 2.0, ['pod/web-0', 'pod/db-0'])
+    >>> result.raise_for_errors()   # an ItemBlockError (an ExceptionGroup) if anything failed
 
     The pool is an async context manager that owns its workers in a task group; each
     :meth:`run` queues its blocks and returns a :class:`RunResult` when all are done.

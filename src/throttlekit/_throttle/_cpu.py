@@ -162,12 +162,14 @@ class CpuGovernor:
     used with the wall time that passed over the last ``window`` seconds and sleeps just
     long enough to bring the average down to the target (Avamar's ``--cpu-throttle``):
 
-    .. code-block:: python
-
-        governor = CpuGovernor(30)              # at most 30% of one core, on average
-        for chunk in chunks:
-            compress(chunk)
-            governor.checkpoint_blocking()
+    >>> import zlib
+    >>> governor = CpuGovernor(30)              # at most 30% of one core, on average
+    >>> for chunk in [bytes(1 << 20)] * 4:
+    ...     _ = zlib.compress(chunk)
+    ...     governor.checkpoint_blocking()      # sleeps as needed
+    >>> stats = governor.statistics()
+    >>> stats.checkpoints, stats.slept > 0      # it slept to stay near 30%
+    (4, True)
 
     ``percent`` is of one core: 250 allows two and a half. ``scope="process"`` (the
     default) measures the whole process (:func:`time.process_time`), so one governor may be
@@ -546,13 +548,15 @@ async def throttle_process(
     Keep another process's average CPU at ``percent`` of one core by stopping and
     continuing it (SIGSTOP/SIGCONT), as ``cpulimit`` does; runs until it exits.
 
-    .. code-block:: python
-
-        process = await anyio.open_process(["gzip", "-9", "big.tar"])
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(throttle_process, process, 30)
-            await process.wait()
-            tg.cancel_scope.cancel()
+    >>> import sys, anyio
+    >>> async def main():
+    ...     busy = [sys.executable, "-c", "sum(range(10_000_000))"]   # e.g. gzip -9 big.tar
+    ...     async with await anyio.open_process(busy) as process:
+    ...         async with anyio.create_task_group() as tg:
+    ...             tg.start_soon(throttle_process, process, 30)
+    ...             return await process.wait()    # throttle_process returns when it exits
+    >>> anyio.run(main)
+    0
 
     Each ``period`` (seconds or a :class:`~datetime.timedelta`) the process runs for a
     share of the time and is stopped for the rest. The share adapts to what the kernel's

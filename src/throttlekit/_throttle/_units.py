@@ -258,7 +258,9 @@ class Rate:
     anything else (operations, requests, items).
 
     Build one from text with :meth:`parse`, which understands how every common tool spells
-    bandwidth (``B`` is a byte, ``b`` a bit; a prefix letter in any case)::
+    bandwidth (``B`` is a byte, ``b`` a bit; a prefix letter in either case, as in ``10m``
+    or ``80mbps``, except the spellings that tools read differently, such as lower-case
+    ``mb``, which are refused with the ones to use)::
 
         >>> Rate.parse("80Mbit/s").per_second     # Avamar's --throttle=80
         10000000.0
