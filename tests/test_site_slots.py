@@ -434,3 +434,71 @@ def test_bad_name_and_a_site_not_entered(redis_server: RedisServer) -> None:
         operation_limits(site, "nas", total=1)
     with pytest.raises(RuntimeError, match="enter the site"), limits.slot_nowait("b"):
         pass  # pragma: no cover
+
+
+class Custom(BaseException):
+    """A BaseException that is neither an Exception nor a known control-flow one."""
+
+
+RAISED: list[type[BaseException]] = [ValueError, KeyboardInterrupt, SystemExit, Custom]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("error", RAISED)
+@pytest.mark.parametrize("where", ["slot", "slot_blocking", "slot_nowait"])
+async def test_what_the_body_raises_propagates_and_frees_the_slot(
+    redis_server: RedisServer, error: type[BaseException], where: str
+) -> None:
+    with sites(redis_server, 2) as (a, b):
+        la = operation_limits(a, "nas", total=1, per_key=1)
+        lb = operation_limits(b, "nas", total=1, per_key=1)
+
+        async def body() -> None:
+            if where == "slot":
+                async with la.slot("backup", key="vm1"):
+                    raise error
+            else:
+                with getattr(la, where)("backup", key="vm1"):
+                    raise error
+
+        with pytest.raises(error):
+            await body()
+        assert la.statistics().in_use == 0 and la._entries == {}
+        with lb.slot_nowait("backup", key="vm1"):  # free for the other member at once
+            pass
+
+
+@pytest.mark.anyio
+async def test_a_holder_cancelled_in_its_body_frees_the_slot(redis_server: RedisServer) -> None:
+    with sites(redis_server, 2) as (a, b):
+        la, lb = operation_limits(a, "nas", total=1), operation_limits(b, "nas", total=1)
+        with real_time_limit(), anyio.CancelScope() as scope:
+            async with la.slot("backup"):
+                scope.cancel()
+                await anyio.sleep(1)
+        assert scope.cancelled_caught
+        with lb.slot_nowait("backup"):
+            pass
+
+
+def test_leaving_the_site_gives_everything_back(redis_server: RedisServer) -> None:
+    with sites(redis_server, 1) as (observer,):
+        watch = operation_limits(observer, "nas", total=1)
+        site = RedisSite(redis_server.url, namespace="t", member="leaver")
+        site.start()
+        leaving = operation_limits(site, "nas", total=1)
+        held = leaving.slot_nowait("backup")
+        held.__enter__()
+        waiter = Holder(leaving, "backup")
+        wait_until(lambda: waiting(watch) == 1, "in line")
+        site.close()
+        stats = watch.statistics()
+        assert stats.holders == () and stats.waiters == ()
+        waiter.thread.join(WAIT)  # it wakes, and gives up: the site was left
+        assert not waiter.thread.is_alive()
+        assert [type(e) for e in waiter.errors] == [RuntimeError]
+        assert "the site was left" in str(waiter.errors[0])
+        assert watch.statistics().waiters == ()  # it did not come back into line
+        with watch.slot_nowait("backup"):
+            pass
+        held.__exit__(None, None, None)  # after the site was left: nothing to give back

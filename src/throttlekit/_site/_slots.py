@@ -668,6 +668,8 @@ class SiteOperationLimits(Participant):
         seconds: an outage is real time, also on a test's virtual clock), raise.
         """
         entry.poll_at = time.monotonic() + self._poll
+        if entry.state == "done":
+            raise RuntimeError(f"operation limits {self.name!r}: the site was left while waiting")
         try:
             self._enter(entry, False)
         except SiteUnavailable:
