@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from .._errors import ConfigError, ThrottlekitError, UnitError
 from .._throttle._units import format_amount
-from . import print_table
+from . import describe_error, print_table
 from ._pipe import CopyError, silence
 
 # Each command imports what it needs when it runs: `throttlekit pipe` starts in the time
@@ -631,13 +631,13 @@ def _failed(exc: BaseException) -> int:
     for kinds in ((_OutputError,), (_UsageError, _InputError, ThrottlekitError)):
         for leaf in leaves:
             if isinstance(leaf, kinds):
-                _error_line(_describe(leaf))
+                _error_line(describe_error(leaf))
                 return EXIT_USAGE
     for leaf in leaves:
         if isinstance(leaf, SystemExit):
             return leaf.code if isinstance(leaf.code, int) else EXIT_USAGE
     leaf = leaves[0]
-    text = _describe(leaf)
+    text = describe_error(leaf)
     what = f"{type(leaf).__name__}: {text}" if text else type(leaf).__name__
     _error_line(
         f"internal error: {what} (a bug: please report it, with the traceback that "
@@ -646,13 +646,6 @@ def _failed(exc: BaseException) -> int:
     if os.environ.get("THROTTLEKIT_DEBUG"):
         _traceback(exc)
     return EXIT_USAGE
-
-
-def _describe(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # a broken __str__ must not hide the error it describes
-        return "(its message cannot be shown)"
 
 
 def _traceback(exc: BaseException) -> None:

@@ -73,9 +73,10 @@ from .._throttle._cpu import (
     load_libc,
     throttle_process,
 )
+from . import describe_error
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport on 3.10
-    from exceptiongroup import BaseExceptionGroup
+    pass
 
 __all__ = [
     "BACKENDS",
@@ -548,16 +549,10 @@ def _throttle(process: subprocess.Popen[bytes], cpu: float, name: str, children:
         anyio.run(_throttle_until_exit, process, cpu, children)
     except Exception as e:  # the command runs on: say so, then wait for it
         sys.stderr.write(
-            f"throttlekit: warning: cannot hold {name} to --cpu {cpu:g} ({_describe(e)}); "
+            f"throttlekit: warning: cannot hold {name} to --cpu {cpu:g} ({describe_error(e)}); "
             "it runs on without a CPU cap\n"
         )
         sys.stderr.flush()
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, BaseExceptionGroup):
-        return "; ".join(_describe(inner) for inner in error.exceptions)
-    return str(error) or type(error).__name__
 
 
 async def _throttle_until_exit(
