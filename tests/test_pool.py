@@ -593,3 +593,16 @@ def test_a_pool_can_be_made_outside_an_event_loop() -> None:
             return await pool.run(blocks_of(["a"], ["b"]), Tracker(delay=1))
 
     assert run_virtual(main).ok
+
+
+@pytest.mark.anyio
+async def test_block_results_count_block_items_and_additional_items_apart() -> None:
+    """A block's result counts its own items and the additional items apart, and their sum."""
+
+    async def process(item: str) -> list[str] | None:
+        return ["snap/1", "snap/2"] if item == "pvc" else None
+
+    async with ItemBlockWorkerPool(2) as pool:
+        result = await pool.run([ItemBlock(["pod", "pvc"])], process)
+    (block,) = result.blocks
+    assert (block.block_items_done, block.additional_items_done, block.items_done) == (2, 2, 4)

@@ -229,8 +229,12 @@ class BlockResult:
     errors: tuple[ItemError, ...] = ()
     #: Seconds it took.
     duration: float = 0.0
-    #: Its items and additional items processed successfully.
+    #: Its items and additional items processed successfully (the sum of the two below).
     items_done: int = 0
+    #: The block's own items processed successfully.
+    block_items_done: int = 0
+    #: Additional items (returned by ``process``) processed successfully.
+    additional_items_done: int = 0
 
     @property
     def ok(self) -> bool:

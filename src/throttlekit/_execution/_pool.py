@@ -341,6 +341,7 @@ class _BlockRun:
         self.block = run.blocks[index]
         self.errors: list[ItemError] = []
         self.items_done = 0  # items (and additional items) of this block processed
+        self.additional_items_done = 0  # of which additional items
         # Shielded: only the pool cancels a block (its run stopped, fail-fast, the end of
         # the grace period), so a cancelled scope around the pool gives it its grace period.
         self.scope = anyio.CancelScope(shield=True)
@@ -376,6 +377,7 @@ class _BlockRun:
         run = self.run
         self.items_done += 1
         if additional:
+            self.additional_items_done += 1
             run.additional_items_done += 1
         else:
             run.block_items_done += 1
@@ -522,6 +524,8 @@ class _BlockRun:
                     errors=tuple(self.errors),
                     duration=anyio.current_time() - start,
                     items_done=self.items_done,
+                    block_items_done=self.items_done - self.additional_items_done,
+                    additional_items_done=self.additional_items_done,
                 ),
             )
 
