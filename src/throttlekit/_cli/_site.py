@@ -151,6 +151,9 @@ def cmd_site(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"{args.name}: site rate {rate} ({', '.join(changed)})\n")
             return 0
         status = core.read_status(client, args.namespace)
+        from .._site._slots import read_all_slots
+
+        status["slots"] = read_all_slots(client, args.namespace)
     except core._REDIS_ERRORS as error:
         raise _unreachable(args.url, error) from None
     finally:
@@ -184,7 +187,10 @@ def _rate(per_second: float, kind: str, family: Any = None) -> str:
 
 
 def render_status(status: dict[str, Any], out: TextIO) -> None:
-    """``site status`` as tables on ``out``: members, each shared rate, request limiters."""
+    """
+    ``site status`` as tables on ``out``: members, each shared rate, request limiters,
+    and each cluster-wide operation limits object with its holders and waiters.
+    """
     members = status["members"]
     out.write(f"site {status['namespace']}: {len(members)} live member(s)\n")
     if members:
@@ -223,6 +229,51 @@ def render_status(status: dict[str, Any], out: TextIO) -> None:
                 "unlimited" if math.isinf(r["rate"]) else _rate(r["rate"], r["kind"], r["family"])
             )
             rows.append([r["name"], rate, f"{r['burst']:g}"])
+        print_table(rows, out)
+    for limits in status.get("slots", []):
+        render_slots(limits, out)
+
+
+def _limit(value: int | None) -> str:
+    return "no limit" if value is None else str(value)
+
+
+def render_slots(limits: dict[str, Any], out: TextIO) -> None:
+    """One cluster-wide operation limits object: its limits, holders and waiters in line."""
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(limits["per_kind"].items())) or "none"
+    holders, waiters = limits["holders"], limits["waiters"]
+    out.write(
+        f"\noperation limits {limits['name']}: total {_limit(limits['total'])}, per kind: "
+        f"{kinds}, per key {_limit(limits['per_key'])}; {len(holders)} held, "
+        f"{len(waiters)} waiting\n"
+    )
+    if holders:
+        rows = [["HOLDER", "KIND", "KEY", "PRIORITY", "TOKEN", "AGE"]]
+        for h in holders:
+            rows.append(
+                [
+                    h["member"],
+                    h["kind"],
+                    h["key"] or "-",
+                    str(h["priority"]),
+                    str(h["token"]),
+                    f"{h['age']:.1f}s",
+                ]
+            )
+        print_table(rows, out)
+    if waiters:
+        rows = [["#", "WAITER", "KIND", "KEY", "PRIORITY", "AGE"]]
+        for i, w in enumerate(waiters, 1):
+            rows.append(
+                [
+                    str(i),
+                    w["member"],
+                    w["kind"],
+                    w["key"] or "-",
+                    str(w["priority"]),
+                    f"{w['age']:.1f}s",
+                ]
+            )
         print_table(rows, out)
 
 

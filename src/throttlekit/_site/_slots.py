@@ -56,6 +56,7 @@ __all__ = [
     "SlotHolder",
     "SlotWaiter",
     "operation_limits",
+    "read_all_slots",
     "read_slots",
 ]
 
@@ -847,6 +848,17 @@ def read_slots(client: Any, namespace: str, name: str) -> dict[str, Any]:
         "holders": holders,
         "waiters": [w[2] for w in waiters],
     }
+
+
+def read_all_slots(client: Any, namespace: str) -> list[dict[str, Any]]:
+    """Every limits object of the site, as :func:`read_slots` reads one, by name."""
+    check_name(namespace, "namespace")
+    pattern = f"{namespace}:{{{namespace}/slots/*}}:config"
+    names = sorted(
+        key[len(namespace) + 2 : key.rindex("}")].split("/", 2)[2]
+        for key in (_text(k) for k in client.scan_iter(match=pattern, count=1000))
+    )
+    return [read_slots(client, namespace, name) for name in names]
 
 
 _REGISTRY_LOCK: Final = threading.Lock()
