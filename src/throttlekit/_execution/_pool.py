@@ -88,6 +88,21 @@ def _warn_callback(what: str, error: Exception) -> None:
     warnings.warn(warning, stacklevel=3)
 
 
+async def _notify(callback: Callable[[Any], Any], is_async: bool, arg: Any, role: str) -> None:
+    """
+    Call a user's ``on_progress`` or ``on_error`` (awaited when async) with ``arg``; an
+    ``Exception`` it raises is a :class:`CallbackWarning` and the run goes on, anything
+    else propagates.
+    """
+    try:
+        if is_async:
+            await callback(arg)
+        else:
+            callback(arg)
+    except Exception as e:
+        _warn_callback(f"{role} {_name(callback)}", e)
+
+
 class _Changing(Protocol[V_co]):
     """What :meth:`ItemBlockWorkerPool.follow` needs of a watcher (a PolicyWatcher)."""
 
@@ -269,13 +284,7 @@ class _Run(Generic[T]):
         self.last_progress = now = anyio.current_time()
         self.changed = anyio.Event()
         report = self.progress(now, final=final)
-        try:
-            if self.on_progress_is_async:
-                await self.on_progress(report)
-            else:
-                self.on_progress(report)
-        except Exception as e:
-            _warn_callback(f"on_progress {_name(self.on_progress)}", e)
+        await _notify(self.on_progress, self.on_progress_is_async, report, "on_progress")
 
     async def report_while_running(self, scope: anyio.CancelScope) -> None:
         """
@@ -362,13 +371,7 @@ class _BlockRun:
         logger.warning("block %s: %s", self.block, record, exc_info=error)
         try:
             if run.on_error is not None:
-                try:
-                    if run.on_error_is_async:
-                        await run.on_error(record)
-                    else:
-                        run.on_error(record)
-                except Exception as e:
-                    _warn_callback(f"on_error {_name(run.on_error)}", e)
+                await _notify(run.on_error, run.on_error_is_async, record, "on_error")
         finally:
             if run.fail_fast and not run.stopping:
                 run.stop()
