@@ -584,3 +584,25 @@ def test_set_rate_refuses_another_kind(redis_server: RedisServer) -> None:
         assert read_status(client, "t")["rates"][0]["kind"] == "bytes"
         set_rate(client, "t", "uplink", "off")  # no limit and paused fit both kinds
         set_rate(client, "t", "api", "0")
+
+
+def test_a_member_cannot_turn_a_data_rate_into_units(redis_server: RedisServer) -> None:
+    """Asking for a shared rate (or request limiter) with a rate of the other kind than
+    the one in Redis is refused: it would silently turn everybody's 40MiB/s into 0.025/s."""
+    with sites(redis_server, 2) as (a, b):
+        la = a.rate_limiter("uplink", "40MiB/s")
+        a.request_limiter("api", "5/s")
+        with pytest.raises(ValueError, match=r"rate of units, but the shared rate 'uplink'"):
+            b.rate_limiter("uplink", "5/s")
+        with pytest.raises(ValueError, match=r"rate of units, but the shared rate 'uplink'"):
+            a.rate_limiter("uplink", 5)  # asking again, with a number
+        with pytest.raises(ValueError, match=r"rate of bytes, but the request limiter 'api'"):
+            b.request_limiter("api", "5MiB/s")
+        with pytest.raises(ValueError, match=r"rate of bytes, but the request limiter 'api'"):
+            a.request_limiter("api", "5MiB/s")
+        lb = b.rate_limiter("uplink", "40MiB/s")
+        a.beat()
+        b.beat()
+        assert la.rate.kind == lb.rate.kind == "bytes"
+        assert la.rate.per_second == pytest.approx(20 * MIB)
+        b.rate_limiter("uplink", "off")  # no limit fits both kinds

@@ -8,6 +8,7 @@ import json
 import math
 import pathlib
 import random
+import signal
 import subprocess
 import sys
 
@@ -331,3 +332,29 @@ def test_set_rate_in_mbit_shows_in_mbit_everywhere(
     assert "shared rate uplink: 80Mbit/s for 2 member(s)" in table
     assert table.count("40Mbit/s") == 2
     assert data["rates"][0]["family"] == "SI bits"
+
+
+def test_pipe_interrupted_leaves_the_site_at_once(redis_server: RedisServer) -> None:
+    """Ctrl-C on `pipe --site`: status 130, no traceback, and the member is gone at once
+    (not after its lease), so the others take its share at their next refresh."""
+    command = [sys.executable, "-m", "throttlekit", "pipe", "--rate", "100KB/s", "-q"]
+    command += ["--site", redis_server.url, "--name", "up", "--namespace", "a"]
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(b"z" * 30_000)
+        process.stdin.flush()
+        assert process.stdout.read(1000) == b"z" * 1000  # a member, copying
+        client = redis_server.client()
+        assert client.zcard("a:{a/site}:members") == 1
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130
+    assert b"Traceback" not in err
+    assert client.zcard("a:{a/site}:members") == 0
+    assert client.zcard("a:{a/rate/up}:alive") == 0

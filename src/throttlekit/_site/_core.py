@@ -934,11 +934,15 @@ class RedisSite:
             existing = self._rates.get(name)
         if existing is not None:
             with existing.lock:
+                if not _same_kind(site_rate, existing.site_rate):
+                    target = f"the shared rate {name!r}"
+                    raise _other_kind("rate", site_rate, target, existing.site_rate.kind)
                 if (site_rate, site_rate.family) != (existing.site_rate, existing.site_rate.family):
                     existing.site_rate, existing.write = site_rate, True
                 existing.fallback = fb
             self._wake.set()
             return existing.limiter
+        self._check_stored_kind("rate", name, site_rate)
         start = site_rate.per_second / max(self._members, 1)
         limiter = RateLimiter(
             Rate(per_second=start, kind=site_rate.kind, family=site_rate.family), burst=burst
@@ -955,6 +959,24 @@ class RedisSite:
             self._participants.append(shared)
         return limiter
 
+    def _check_stored_kind(self, kind: str, name: str, rate: Rate) -> None:
+        """
+        Refuse ``rate`` for the object ``name`` when the site rate in Redis counts the
+        other kind (bytes against units): writing it would silently turn every member's
+        40MiB/s into 40/s. Not known while Redis is unreachable: then the rate is taken.
+        """
+        key = f"{self.namespace}:{{{self.namespace}/{kind}/{name}}}:config"
+        try:
+            stored_rate, stored_kind = self.client.hmget(key, "rate", "kind")
+        except _REDIS_ERRORS:
+            return
+        if stored_rate is None:
+            return
+        stored = _rate_of(_num(_text(stored_rate)), _text(stored_kind or "bytes"))
+        if not _same_kind(rate, stored):
+            what = "shared rate" if kind == "rate" else "request limiter"
+            raise _other_kind("rate", rate, f"the {what} {name!r}", stored.kind)
+
     def request_limiter(
         self, name: str, rate: Rate | str | float, *, burst: float = 1
     ) -> RequestLimiter:
@@ -969,6 +991,13 @@ class RedisSite:
         value = check_number(burst, "burst")
         if not (math.isfinite(value) and value >= 1):
             raise ValueError(f"burst must be a finite number >= 1, got {burst!r}")
+        with self._lock:
+            limiter = self._requests.get(name)
+        if limiter is None:
+            self._check_stored_kind("request", name, site_rate)
+        elif not _same_kind(site_rate, limiter._rate):
+            target = f"the request limiter {name!r}"
+            raise _other_kind("rate", site_rate, target, limiter._rate.kind)
         with self._lock:
             limiter = self._requests.get(name)
             if limiter is None:
