@@ -42,7 +42,7 @@ if mode == "work":
     out = []
     for i in range(int(sys.argv[4])):
         kind = "restore" if i % 3 == 0 else "backup"
-        key = "vm%d" % (i % 3)
+        key = "vm%d" % ((i + int(member[1:])) % 3)
         with nas.slot_blocking(kind, key=key) as grant:
             start = time.monotonic()
             time.sleep(0.02)
@@ -99,10 +99,10 @@ def test_never_more_than_the_limits_across_processes(redis_server: RedisServer) 
     finally:
         reap(processes)
     assert len(results) == 60
-    assert most_at_once([(s, e) for *_, s, e in results]) == 2
-    assert most_at_once([(s, e) for kind, _, _, s, e in results if kind == "restore"]) == 1
+    assert most_at_once([(s, e) for *_, s, e in results]) <= 2
+    assert most_at_once([(s, e) for kind, _, _, s, e in results if kind == "restore"]) <= 1
     for vm in ("vm0", "vm1", "vm2"):
-        assert most_at_once([(s, e) for _, key, _, s, e in results if key == vm]) == 1
+        assert most_at_once([(s, e) for _, key, _, s, e in results if key == vm]) <= 1
     tokens = [token for _, _, token, _, _ in results]
     assert len(set(tokens)) == 60
     client = redis_server.client()
@@ -285,3 +285,9 @@ async def test_async_slot_unavailable_after_timeout(redis_server: RedisServer) -
             async with nas.slot("backup", timeout=0.2):
                 pass  # pragma: no cover
         assert nas._entries == {}
+
+
+def test_the_overlap_count_itself() -> None:
+    """The check above counts what runs at once (so it can fail)."""
+    assert most_at_once([(0, 2), (1, 3), (1.5, 4), (3.5, 5)]) == 3
+    assert most_at_once([(0, 1), (1, 2)]) == 1  # one ends as the next starts
