@@ -545,3 +545,20 @@ def test_a_closed_stdin_or_stdout_is_one_error_line(fd: int) -> None:
     assert result.stderr.decode() == (
         f"throttlekit: error: cannot {doing} {name}: Bad file descriptor ({name} is closed)\n"
     )
+
+
+def test_a_live_rate_is_paid_for_even_while_unlimited() -> None:
+    """A share of a site rate (pipe --site) may be unlimited at the start and limited
+    later: with live=True the copy pays for every piece, so a limit set mid-copy holds."""
+    till = Till("off", lambda: 0)
+    data = DATA[: 3 * _PIECE]
+
+    class Source(io.BytesIO):
+        def readinto1(self, buffer: Any) -> int:
+            if till.payments and till.rate.is_unlimited:
+                till.rate = Rate.parse("1MB/s")  # set-rate, while the copy runs
+            return super().readinto1(buffer)
+
+    assert copy(Source(data), io.BytesIO(), till, live=True) == len(data)
+    assert till.rate == Rate.parse("1MB/s")
+    assert till.paid >= len(data)  # every byte paid for, before and after the change

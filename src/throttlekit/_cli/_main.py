@@ -375,13 +375,17 @@ def _cmd_pipe(args: argparse.Namespace, out: TextIO) -> int:
         dst = _descriptor(sys.stdout, "write", "stdout")
         # Local and full from the start, as pv is (a process that just started has already
         # waited); with --site, this member's share of the site rate while the copy runs.
+        # A share changes while the copy runs (set-rate, members coming and going): it is
+        # paid for even while unlimited, so that a limit set later holds.
+        live = args.site is not None
         with pipe_limiter(args, rate, burst) as limiter:
             if src is not None and dst is not None:
-                copy(src, dst, limiter, progress, family=family)
+                copy(src, dst, limiter, progress, family=family, live=live)
             else:
                 assert sys.stdin is not None
                 assert sys.stdout is not None
-                copy(sys.stdin.buffer, sys.stdout.buffer, limiter, progress, family=family)
+                source, sink = sys.stdin.buffer, sys.stdout.buffer
+                copy(source, sink, limiter, progress, family=family, live=live)
     except CopyError as exc:
         if exc.reader_gone:
             silence(sys.stdout)

@@ -370,6 +370,7 @@ def copy(
     *,
     names: tuple[str, str] = ("stdin", "stdout"),
     family: Family | None = None,
+    live: bool = False,
 ) -> int:
     """
     Copy ``source`` to ``sink`` at the limiter's rate until the end of ``source``; returns
@@ -379,6 +380,9 @@ def copy(
     binary file objects (read and written through one buffer). ``progress``, if given,
     gets a ``pv``-style line, redrawn four times a second and ended with a newline on
     every way out, in the units of ``family`` (see :func:`rate_family`; ``None``: IEC).
+    ``live``: the limiter's rate may change during the copy (a share of a site rate,
+    ``pipe --site``), so the copy pays even while the rate is unlimited; otherwise an
+    unlimited rate at the start means nothing is ever paid.
     A failed read or write raises :class:`CopyError`; an interrupt
     (:class:`KeyboardInterrupt`) propagates, after the bytes that were moved.
 
@@ -399,7 +403,7 @@ def copy(
     move, more = mover.move, mover.more
     total = 0
     try:
-        if _unpaced(limiter):
+        if not live and _unpaced(limiter):
             while n := move(_UNPACED):
                 total += n
                 if display is not None:
