@@ -23,7 +23,7 @@ redis = pytest.importorskip("redis")
 from _procs import WAIT, wait_until  # noqa: E402
 from _redis_server import RedisServer, redis_server_fixture  # noqa: E402, F401
 from throttlekit import OperationLimits  # noqa: E402
-from throttlekit._site._slots import SiteOperationLimits, _threadsafe_cancel, operation_limits  # noqa: E402
+from throttlekit._site._slots import SiteOperationLimits, _threadsafe_cancel  # noqa: E402
 from throttlekit.redis import RedisSite  # noqa: E402
 
 
@@ -116,8 +116,8 @@ def enqueue(limits: SiteOperationLimits, *args: Any, **kwargs: Any) -> Holder:
 
 def test_total_kind_and_key_are_taken_together(redis_server: RedisServer) -> None:
     with sites(redis_server, 2) as (a, b):
-        la = operation_limits(a, "nas", total=3, per_kind={"restore": 1}, per_key=1)
-        lb = operation_limits(b, "nas", total=3, per_kind={"restore": 1}, per_key=1)
+        la = a.operation_limits("nas", total=3, per_kind={"restore": 1}, per_key=1)
+        lb = b.operation_limits("nas", total=3, per_kind={"restore": 1}, per_key=1)
         with la.slot_nowait("restore", key="vm1") as g1:
             with pytest.raises(anyio.WouldBlock):  # the kind is full, on another member
                 lb.slot_nowait("restore", key="vm2").__enter__()
@@ -141,7 +141,7 @@ def test_total_kind_and_key_are_taken_together(redis_server: RedisServer) -> Non
 
 def test_priority_then_arrival_across_members(redis_server: RedisServer) -> None:
     with sites(redis_server, 3) as members:
-        limits = [operation_limits(s, "nas", total=1) for s in members]
+        limits = [s.operation_limits("nas", total=1) for s in members]
         log: list[str] = []
         first = Holder(limits[0], "backup", log=log, name="first")
         assert first.granted.wait(WAIT)
@@ -163,8 +163,8 @@ def test_a_waiter_whose_kind_is_full_does_not_block_later_ones(
     redis_server: RedisServer,
 ) -> None:
     with sites(redis_server, 2) as (a, b):
-        la = operation_limits(a, "nas", total=4, per_kind={"restore": 1}, per_key=1)
-        lb = operation_limits(b, "nas", total=4, per_kind={"restore": 1}, per_key=1)
+        la = a.operation_limits("nas", total=4, per_kind={"restore": 1}, per_key=1)
+        lb = b.operation_limits("nas", total=4, per_kind={"restore": 1}, per_key=1)
         restore = Holder(la, "restore", "vm1")
         assert restore.granted.wait(WAIT)
         second = enqueue(lb, "restore", "vm2")  # the kind is full: waits
@@ -186,8 +186,8 @@ def test_a_waiter_whose_kind_is_full_does_not_block_later_ones(
 def test_nowait_behind_a_waiter_that_shares_a_limited_kind(redis_server: RedisServer) -> None:
     """It fits, but a waiter ahead needs the same limited kind: WouldBlock, as locally."""
     with sites(redis_server, 2) as (a, b):
-        la = operation_limits(a, "nas", total=4, per_kind={"restore": 2}, per_key=1)
-        lb = operation_limits(b, "nas", total=4, per_kind={"restore": 2}, per_key=1)
+        la = a.operation_limits("nas", total=4, per_kind={"restore": 2}, per_key=1)
+        lb = b.operation_limits("nas", total=4, per_kind={"restore": 2}, per_key=1)
         with la.slot_nowait("backup", key="vm1"):
             w = enqueue(lb, "restore", "vm1")  # the key is full: it waits
             with pytest.raises(anyio.WouldBlock):
@@ -202,7 +202,7 @@ def test_same_outcomes_as_the_local_limits(redis_server: RedisServer) -> None:
     """Random slot_nowait/release sequences: the site and the local object agree."""
     rng = random.Random(7)
     with sites(redis_server, 2, heartbeat=False) as members:
-        site = [operation_limits(s, "nas", total=3, per_kind={"r": 1}, per_key=2) for s in members]
+        site = [s.operation_limits("nas", total=3, per_kind={"r": 1}, per_key=2) for s in members]
         local = OperationLimits(total=3, per_kind={"r": 1}, per_key=2)
         held: list[tuple[Any, Any]] = []
         for _ in range(150):
@@ -234,8 +234,8 @@ def test_same_outcomes_as_the_local_limits(redis_server: RedisServer) -> None:
 
 def test_set_limits_live(redis_server: RedisServer) -> None:
     with sites(redis_server, 2) as (a, b):
-        la = operation_limits(a, "nas", total=1)
-        lb = operation_limits(b, "nas", total=1)
+        la = a.operation_limits("nas", total=1)
+        lb = b.operation_limits("nas", total=1)
         first = Holder(la, "backup")
         assert first.granted.wait(WAIT)
         waiters = [enqueue(lb, "backup") for _ in range(3)]
@@ -261,16 +261,16 @@ def test_asking_again_returns_the_same_object_and_sets_the_limits(
     redis_server: RedisServer,
 ) -> None:
     with sites(redis_server, 2) as (a, b):
-        first = operation_limits(a, "nas", total=2)
-        assert operation_limits(a, "nas", total=5, per_key=1) is first
+        first = a.operation_limits("nas", total=2)
+        assert a.operation_limits("nas", total=5, per_key=1) is first
         assert first.total == 5 and first.per_key == 1
-        other = operation_limits(b, "nas", total=5, per_key=1)
+        other = b.operation_limits("nas", total=5, per_key=1)
         assert other is not first and other.statistics().total == 5
 
 
 def test_tokens_grow_across_a_restart(redis_server: RedisServer) -> None:
     with sites(redis_server, 1) as (a,):
-        limits = operation_limits(a, "nas", total=1)
+        limits = a.operation_limits("nas", total=1)
         tokens = []
         for _ in range(3):
             with limits.slot_nowait("backup") as grant:
@@ -287,9 +287,7 @@ async def test_async_slots_never_exceed_the_limits(redis_server: RedisServer) ->
     """Tasks on two members; some are cancelled at random moments; nothing leaks."""
     rng = random.Random(3)
     with sites(redis_server, 2) as members:
-        limits = [
-            operation_limits(s, "nas", total=2, per_kind={"r": 1}, per_key=1) for s in members
-        ]
+        limits = [s.operation_limits("nas", total=2, per_kind={"r": 1}, per_key=1) for s in members]
         running: dict[str, int] = {}
         peaks = {"total": 0, "r": 0, "key": 0}
         done = 0
@@ -340,7 +338,7 @@ async def test_async_slots_never_exceed_the_limits(redis_server: RedisServer) ->
 @pytest.mark.anyio
 async def test_a_cancelled_waiter_leaves_the_line(redis_server: RedisServer) -> None:
     with sites(redis_server, 2) as (a, b):
-        la, lb = operation_limits(a, "nas", total=1), operation_limits(b, "nas", total=1)
+        la, lb = a.operation_limits("nas", total=1), b.operation_limits("nas", total=1)
         with la.slot_nowait("backup"), real_time_limit():
             with anyio.CancelScope() as scope:
 
@@ -378,8 +376,8 @@ def test_bad_limits(
 ) -> None:
     with sites(redis_server, 1, heartbeat=False) as (a,):
         with pytest.raises(error, match=word):
-            operation_limits(a, "nas", **kwargs)
-        limits = operation_limits(a, "nas", total=1)
+            a.operation_limits("nas", **kwargs)
+        limits = a.operation_limits("nas", total=1)
         with pytest.raises(error, match=word):
             limits.set_limits(**{"total": 1, **kwargs})
         assert limits.total == 1
@@ -408,7 +406,7 @@ async def test_bad_slot_arguments(
     word: str,
 ) -> None:
     with sites(redis_server, 1, heartbeat=False) as (a,):
-        limits = operation_limits(a, "nas", total=1)
+        limits = a.operation_limits("nas", total=1)
         with pytest.raises(error, match=word):
             async with limits.slot(*args, **kwargs):
                 pass  # pragma: no cover
@@ -425,13 +423,13 @@ async def test_bad_slot_arguments(
 def test_bad_name_and_a_site_not_entered(redis_server: RedisServer) -> None:
     with sites(redis_server, 1, heartbeat=False) as (a,):
         with pytest.raises(ValueError, match="name"):
-            operation_limits(a, "a b", total=1)
+            a.operation_limits("a b", total=1)
         with pytest.raises(TypeError, match="name"):
-            operation_limits(a, 3, total=1)  # type: ignore[arg-type]
-        limits = operation_limits(a, "nas", total=1)
+            a.operation_limits(3, total=1)  # type: ignore[arg-type]
+        limits = a.operation_limits("nas", total=1)
     site = RedisSite(redis_server.url, namespace="t")
     with pytest.raises(RuntimeError, match="enter the site"):
-        operation_limits(site, "nas", total=1)
+        site.operation_limits("nas", total=1)
     with pytest.raises(RuntimeError, match="enter the site"), limits.slot_nowait("b"):
         pass  # pragma: no cover
 
@@ -450,8 +448,8 @@ async def test_what_the_body_raises_propagates_and_frees_the_slot(
     redis_server: RedisServer, error: type[BaseException], where: str
 ) -> None:
     with sites(redis_server, 2) as (a, b):
-        la = operation_limits(a, "nas", total=1, per_key=1)
-        lb = operation_limits(b, "nas", total=1, per_key=1)
+        la = a.operation_limits("nas", total=1, per_key=1)
+        lb = b.operation_limits("nas", total=1, per_key=1)
 
         async def body() -> None:
             if where == "slot":
@@ -471,7 +469,7 @@ async def test_what_the_body_raises_propagates_and_frees_the_slot(
 @pytest.mark.anyio
 async def test_a_holder_cancelled_in_its_body_frees_the_slot(redis_server: RedisServer) -> None:
     with sites(redis_server, 2) as (a, b):
-        la, lb = operation_limits(a, "nas", total=1), operation_limits(b, "nas", total=1)
+        la, lb = a.operation_limits("nas", total=1), b.operation_limits("nas", total=1)
         with real_time_limit(), anyio.CancelScope() as scope:
             async with la.slot("backup"):
                 scope.cancel()
@@ -483,10 +481,10 @@ async def test_a_holder_cancelled_in_its_body_frees_the_slot(redis_server: Redis
 
 def test_leaving_the_site_gives_everything_back(redis_server: RedisServer) -> None:
     with sites(redis_server, 1) as (observer,):
-        watch = operation_limits(observer, "nas", total=1)
+        watch = observer.operation_limits("nas", total=1)
         site = RedisSite(redis_server.url, namespace="t", member="leaver")
         site.start()
-        leaving = operation_limits(site, "nas", total=1)
+        leaving = site.operation_limits("nas", total=1)
         held = leaving.slot_nowait("backup")
         held.__enter__()
         waiter = Holder(leaving, "backup")

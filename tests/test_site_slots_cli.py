@@ -12,14 +12,13 @@ from _procs import wait_until  # noqa: E402
 from _redis_server import RedisServer, redis_server_fixture  # noqa: E402, F401
 from test_site_cli import run  # noqa: E402
 from test_site_slots import Holder, sites, waiting  # noqa: E402
-from throttlekit._site._slots import operation_limits  # noqa: E402
 
 
 def test_status_shows_holders_and_waiters(redis_server: RedisServer) -> None:
     with sites(redis_server, 2) as (a, b):
-        nas = operation_limits(a, "nas", total=1, per_kind={"restore": 1}, per_key=2)
-        other = operation_limits(b, "nas", total=1, per_kind={"restore": 1}, per_key=2)
-        operation_limits(b, "pools", total=None, per_key=1)
+        nas = a.operation_limits("nas", total=1, per_kind={"restore": 1}, per_key=2)
+        other = b.operation_limits("nas", total=1, per_kind={"restore": 1}, per_key=2)
+        b.operation_limits("pools", total=None, per_key=1)
         with nas.slot_nowait("restore", key="vm-3") as grant:
             first = Holder(other, "backup", "vm-9")
             wait_until(lambda: waiting(nas) == 1, "in line")

@@ -25,18 +25,17 @@ from _procs import WAIT, wait_until  # noqa: E402
 from _redis_server import RedisServer, redis_server_fixture  # noqa: E402, F401
 from test_site_slots import Holder, real_time_limit, sites, waiting  # noqa: E402
 from throttlekit import SiteUnavailable  # noqa: E402
-from throttlekit._site._slots import SiteOperationLimits, operation_limits  # noqa: E402
+from throttlekit._site._slots import SiteOperationLimits  # noqa: E402
 
 FAST: dict[str, Any] = {"refresh": 0.05, "lease": 0.5}
 
 CHILD = """
 import json, sys, time
 from throttlekit.redis import RedisSite
-from throttlekit._site._slots import operation_limits
 url, member, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 site = RedisSite(url, namespace="t", member=member, refresh=0.05, lease=0.5)
 site.start()
-nas = operation_limits(site, "nas", total=2, per_kind={"restore": 1}, per_key=1)
+nas = site.operation_limits("nas", total=2, per_kind={"restore": 1}, per_key=1)
 print("ready", flush=True)
 if mode == "work":
     out = []
@@ -115,7 +114,7 @@ def test_a_holder_killed_with_sigkill(redis_server: RedisServer) -> None:
     try:
         assert holder.stdout is not None
         with sites(redis_server, 1, **FAST) as (site,):
-            nas = operation_limits(site, "nas", total=2, per_kind={"restore": 1}, per_key=1)
+            nas = site.operation_limits("nas", total=2, per_kind={"restore": 1}, per_key=1)
             assert holder.stdout.readline().strip() == "held"
             waiter = Holder(nas, "backup", "child")  # the same key: waits for the child
             wait_until(lambda: waiting(nas) == 1, "in line")
@@ -133,7 +132,7 @@ def test_a_holder_killed_with_sigkill(redis_server: RedisServer) -> None:
 
 def test_a_waiter_killed_with_sigkill_leaves_the_line(redis_server: RedisServer) -> None:
     with sites(redis_server, 1, **FAST) as (site,):
-        nas = operation_limits(site, "nas", total=2, per_kind={"restore": 1}, per_key=1)
+        nas = site.operation_limits("nas", total=2, per_kind={"restore": 1}, per_key=1)
         with nas.slot_nowait("backup", key="child"):
             process = subprocess.Popen(
                 [sys.executable, "-c", CHILD, redis_server.url, "dead", "wait"],
@@ -164,8 +163,8 @@ def test_a_member_that_cannot_renew_is_told_and_its_slot_freed(
         sites(redis_server, 1, heartbeat=False, **FAST) as (frozen,),
         sites(redis_server, 1, **FAST) as (alive,),
     ):
-        a = operation_limits(frozen, "nas", total=1)
-        b = operation_limits(alive, "nas", total=1)
+        a = frozen.operation_limits("nas", total=1)
+        b = alive.operation_limits("nas", total=1)
         with (
             caplog.at_level(logging.WARNING, "throttlekit.redis"),
             a.slot_nowait("backup") as grant,
@@ -195,7 +194,7 @@ async def test_redis_paused_longer_than_the_lease(
     redis_server: RedisServer, on_lost: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with sites(redis_server, 1, **FAST) as (site,):
-        nas = operation_limits(site, "nas", total=1)
+        nas = site.operation_limits("nas", total=1)
         release = threading.Event()
         result: list[Any] = []
 
@@ -228,8 +227,8 @@ async def test_redis_paused_longer_than_the_lease(
 def test_redis_restarted_empty_with_holders_and_waiters(redis_server: RedisServer) -> None:
     """The holder claims its slot back; the waiter gets it only after its release."""
     with sites(redis_server, 2, **FAST) as (a, b):
-        la = operation_limits(a, "nas", total=1)
-        lb = operation_limits(b, "nas", total=1)
+        la = a.operation_limits("nas", total=1)
+        lb = b.operation_limits("nas", total=1)
         holder = Holder(la, "backup", "vm1")
         assert holder.granted.wait(WAIT)
         waiter = Holder(lb, "backup", "vm2")
@@ -258,7 +257,7 @@ def test_redis_restarted_empty_with_holders_and_waiters(redis_server: RedisServe
 
 def test_site_unavailable_after_timeout(redis_server: RedisServer) -> None:
     with sites(redis_server, 1, **FAST) as (site,):
-        nas = operation_limits(site, "nas", total=1)
+        nas = site.operation_limits("nas", total=1)
         redis_server.kill()
         with pytest.raises(SiteUnavailable), nas.slot_blocking("backup", timeout=0.2):
             pass  # pragma: no cover
@@ -279,7 +278,7 @@ def test_site_unavailable_after_timeout(redis_server: RedisServer) -> None:
 @pytest.mark.anyio
 async def test_async_slot_unavailable_after_timeout(redis_server: RedisServer) -> None:
     with sites(redis_server, 1, **FAST) as (site,):
-        nas = operation_limits(site, "nas", total=1)
+        nas = site.operation_limits("nas", total=1)
         redis_server.kill()
         with real_time_limit(), pytest.raises(SiteUnavailable):
             async with nas.slot("backup", timeout=0.2):

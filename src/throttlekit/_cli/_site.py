@@ -154,7 +154,7 @@ def cmd_site(args: argparse.Namespace, out: TextIO) -> int:
         from .._site._slots import read_all_slots
 
         status["slots"] = read_all_slots(client, args.namespace)
-    except core._REDIS_ERRORS as error:
+    except core.REDIS_ERRORS as error:
         raise _unreachable(args.url, error) from None
     finally:
         client.close()

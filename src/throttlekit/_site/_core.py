@@ -33,9 +33,9 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -54,14 +54,22 @@ from .._throttle._units import Family, Rate, check_rate_number
 from . import _scripts
 from ._fair import estimate_want, fair_shares
 
+if TYPE_CHECKING:
+    from ._slots import SiteOperationLimits
+
 __all__ = [
+    "REDIS_ERRORS",
+    "Command",
     "Participant",
     "RedisSite",
     "RequestLimiter",
     "RequestLimiterStatistics",
     "SharedRateStatistics",
     "SiteStatistics",
+    "as_text",
+    "check_name",
     "read_status",
+    "site_unavailable",
     "url_problem",
 ]
 
@@ -94,7 +102,7 @@ def _rate_of(per_second: float, kind: str, family: str = "") -> Rate:
     return Rate(per_second=per_second, kind=k, family=known)
 
 
-def _text(value: object) -> str:
+def as_text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -178,13 +186,13 @@ def _check_amount(value: object) -> float:
     return amount
 
 
-def _unavailable(error: BaseException, what: str) -> SiteUnavailable:
+def site_unavailable(error: BaseException, what: str) -> SiteUnavailable:
     exc = SiteUnavailable(f"Redis is unreachable ({what}): {type(error).__name__}: {error}")
     exc.__cause__ = error
     return exc
 
 
-_REDIS_ERRORS: Final = (redis.exceptions.RedisError, OSError)
+REDIS_ERRORS: Final = (redis.exceptions.RedisError, OSError)
 
 
 class _ScriptRunner:
@@ -404,8 +412,8 @@ class _SharedRate(Participant):
         return [("share", self.keys, (*args, write, cache, self.site_rate.family or ""))]
 
     def apply(self, results: list[Any]) -> None:
-        share_s, rate_s, kind, members = (_text(r) for r in results[0][:4])
-        family = _text(results[0][7]) if len(results[0]) > 7 else ""
+        share_s, rate_s, kind, members = (as_text(r) for r in results[0][:4])
+        family = as_text(results[0][7]) if len(results[0]) > 7 else ""
         with self.lock:
             self.write = False
             self.first = False
@@ -516,11 +524,11 @@ class RequestLimiter:
         )
         try:
             result = self._site._scripts.call("gcra", self._keys, args)
-        except _REDIS_ERRORS as error:
+        except REDIS_ERRORS as error:
             with self._lock:
                 self._failures += 1
-            raise _unavailable(error, f"request limiter {self.name!r}") from error
-        status, wait, tat, incr, rate, burst, kind, family = (_text(r) for r in result)
+            raise site_unavailable(error, f"request limiter {self.name!r}") from error
+        status, wait, tat, incr, rate, burst, kind, family = (as_text(r) for r in result)
         with self._lock:
             self._write = False
             self._rate = _rate_of(_num(rate), kind, family)
@@ -532,7 +540,7 @@ class RequestLimiter:
             return
         try:
             self._site._scripts.call("gcra_refund", self._keys[1:], (tat, incr))
-        except _REDIS_ERRORS as error:  # the turn stays taken: slower, never faster
+        except REDIS_ERRORS as error:  # the turn stays taken: slower, never faster
             logger.debug("request limiter %r: refund failed: %s", self.name, error)
 
     def _granted_now(self, amount: float, waited: float) -> None:
@@ -740,8 +748,8 @@ class RedisSite:
             raise RuntimeError("this RedisSite is already started")
         try:
             result = self._scripts.call("site", self._site_keys, self._site_args(leaving=False))
-        except _REDIS_ERRORS as error:
-            raise _unavailable(error, "cannot join the site") from error
+        except REDIS_ERRORS as error:
+            raise site_unavailable(error, "cannot join the site") from error
         self._site_result(result)
         self._started = True
         self._last_beat = time.monotonic()
@@ -772,7 +780,7 @@ class RedisSite:
             commands.extend(participant.leave())
         try:
             self._scripts.pipeline(commands)
-        except _REDIS_ERRORS as error:  # its leases expire on their own
+        except REDIS_ERRORS as error:  # its leases expire on their own
             logger.warning(
                 "site %r: could not deregister member %r (its lease will expire): %s",
                 self.namespace,
@@ -815,7 +823,7 @@ class RedisSite:
 
     def _site_result(self, result: Any) -> None:
         now_ms, members = result
-        self._server_time = int(_text(now_ms)) / 1000
+        self._server_time = int(as_text(now_ms)) / 1000
         self._members = int(members)
 
     def _run(self) -> None:
@@ -952,7 +960,7 @@ class RedisSite:
         try:
             shared.apply([self._scripts.call(*shared.commands(self.refresh)[0])])
             shared.first = True  # no history yet: it reports "greedy" once more
-        except _REDIS_ERRORS as error:
+        except REDIS_ERRORS as error:
             shared.unavailable(error)
         with self._lock:
             self._rates[name] = shared
@@ -968,11 +976,11 @@ class RedisSite:
         key = f"{self.namespace}:{{{self.namespace}/{kind}/{name}}}:config"
         try:
             stored_rate, stored_kind = self.client.hmget(key, "rate", "kind")
-        except _REDIS_ERRORS:
+        except REDIS_ERRORS:
             return
         if stored_rate is None:
             return
-        stored = _rate_of(_num(_text(stored_rate)), _text(stored_kind or "bytes"))
+        stored = _rate_of(_num(as_text(stored_rate)), as_text(stored_kind or "bytes"))
         if not _same_kind(rate, stored):
             what = "shared rate" if kind == "rate" else "request limiter"
             raise _other_kind("rate", rate, f"the {what} {name!r}", stored.kind)
@@ -1018,9 +1026,29 @@ class RedisSite:
         try:
             self.client.hset(limiter._keys[0], mapping=config)
             limiter._write = False
-        except _REDIS_ERRORS as error:
+        except REDIS_ERRORS as error:
             logger.debug("request limiter %r: not published yet: %s", name, error)
         return limiter
+
+    def operation_limits(
+        self,
+        name: str,
+        *,
+        total: int | None,
+        per_kind: Mapping[str, int] | None = None,
+        per_key: int | None = None,
+    ) -> SiteOperationLimits:
+        """
+        A :class:`SiteOperationLimits`: the surface of the local
+        :class:`~throttlekit.OperationLimits` across every machine of the site, with
+        leases renewed by this site's heartbeat, fencing tokens and grants published
+        to the waiters. ``total``, ``per_kind`` and ``per_key`` are stored in Redis for
+        every member: asking again (here or elsewhere) with other limits changes them
+        for everybody; asking twice for one name returns the same object.
+        """
+        from ._slots import operation_limits
+
+        return operation_limits(self, name, total=total, per_kind=per_kind, per_key=per_key)
 
     def statistics(self) -> SiteStatistics:
         """Members, degraded, the last error, and every shared limiter's rate and share."""
@@ -1077,10 +1105,10 @@ def read_status(client: Any, namespace: str) -> dict[str, Any]:
     now = int(t[0]) + int(t[1]) / 1e6
     tag = f"{namespace}:{{{namespace}/site}}"
     members = {
-        _text(m): float(score) / 1000
+        as_text(m): float(score) / 1000
         for m, score in client.zrange(f"{tag}:members", 0, -1, withscores=True)
     }
-    infos = {_text(k): _text(v) for k, v in client.hgetall(f"{tag}:info").items()}
+    infos = {as_text(k): as_text(v) for k, v in client.hgetall(f"{tag}:info").items()}
     status: dict[str, Any] = {
         "namespace": namespace,
         "server_time": now,
@@ -1107,17 +1135,19 @@ def read_status(client: Any, namespace: str) -> dict[str, Any]:
             }
         )
     pattern = f"{namespace}:{{{namespace}/*}}:config"
-    for key in sorted(_text(k) for k in client.scan_iter(match=pattern, count=1000)):
+    for key in sorted(as_text(k) for k in client.scan_iter(match=pattern, count=1000)):
         inner = key[len(namespace) + 2 : key.rindex("}")]
         _, kind, name = inner.split("/", 2)
-        conf = {_text(k): _text(v) for k, v in client.hgetall(key).items()}
+        conf = {as_text(k): as_text(v) for k, v in client.hgetall(key).items()}
         prefix = key[: -len(":config")]
         if kind == "rate":
             alive = {
-                _text(m): float(s) / 1000
+                as_text(m): float(s) / 1000
                 for m, s in client.zrange(f"{prefix}:alive", 0, -1, withscores=True)
             }
-            wants = {_text(k): _num(_text(v)) for k, v in client.hgetall(f"{prefix}:wants").items()}
+            wants = {
+                as_text(k): _num(as_text(v)) for k, v in client.hgetall(f"{prefix}:wants").items()
+            }
             wants = {m: w for m, w in wants.items() if m in alive and alive[m] >= now}
             rate = _num(conf.get("rate", "inf"))
             shares = fair_shares(rate, wants)
@@ -1168,7 +1198,7 @@ def set_rate(client: Any, namespace: str, name: str, rate: Rate | str | float) -
     for kind in ("rate", "request"):
         key = f"{namespace}:{{{namespace}/{kind}/{name}}}:config"
         if client.exists(key):
-            stored = _rate_of(1.0, _text(client.hget(key, "kind") or "bytes"))
+            stored = _rate_of(1.0, as_text(client.hget(key, "kind") or "bytes"))
             if not _same_kind(value, stored):
                 what = "shared rate" if kind == "rate" else "request limiter"
                 raise _other_kind("rate", value, f"the {what} {name!r}", stored.kind)

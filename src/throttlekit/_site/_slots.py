@@ -43,7 +43,7 @@ from attrs import frozen
 from .._checks import check_optional_int, check_priority, check_seconds
 from .._errors import SiteUnavailable
 from .._throttle._ratelimit import _task_signal, _ThreadSignal
-from ._core import _REDIS_ERRORS, Command, Participant, _text, _unavailable, check_name
+from ._core import REDIS_ERRORS, Command, Participant, as_text, check_name, site_unavailable
 from ._slots_lua import SLOTS
 
 if TYPE_CHECKING:
@@ -401,9 +401,9 @@ class SiteOperationLimits(Participant):
             result = self._site._scripts.call(
                 "slots", self._keys, (*argv, "1" if write else "0", *args)
             )
-        except _REDIS_ERRORS as error:
-            raise _unavailable(error, f"operation limits {self.name!r}") from error
-        out = [_text(r) for r in result]
+        except REDIS_ERRORS as error:
+            raise site_unavailable(error, f"operation limits {self.name!r}") from error
+        out = [as_text(r) for r in result]
         with self._lock:
             if write and self._limits is limits:
                 self._write = False
@@ -503,7 +503,7 @@ class SiteOperationLimits(Participant):
         return [("slots", self._keys, (*argv, *args))]
 
     def apply(self, results: list[Any]) -> None:
-        out = [_text(r) for r in results[0]]
+        out = [as_text(r) for r in results[0]]
         answers = json.loads(out[5])
         if self._sent is None:  # pragma: no cover - apply always follows commands
             return
@@ -576,7 +576,7 @@ class SiteOperationLimits(Participant):
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.2)
                     if message is not None and message.get("type") == "message":
-                        self._on_grants(_text(message["data"]))
+                        self._on_grants(as_text(message["data"]))
                     self._check_leases()
             except Exception as error:
                 logger.debug("operation limits %r: listening again: %s", self.name, error)
@@ -775,8 +775,8 @@ class SiteOperationLimits(Participant):
         """
         try:
             status = read_slots(self._site.client, self._site.namespace, self.name)
-        except _REDIS_ERRORS as error:
-            raise _unavailable(error, f"operation limits {self.name!r}") from error
+        except REDIS_ERRORS as error:
+            raise site_unavailable(error, f"operation limits {self.name!r}") from error
         with self._lock:
             waiting = sum(e.state == "waiting" for e in self._entries.values())
             held = sum(e.state == "held" for e in self._entries.values())
@@ -813,9 +813,11 @@ def read_slots(client: Any, namespace: str, name: str) -> dict[str, Any]:
     tag = f"{namespace}:{{{namespace}/slots/{name}}}"
     t = client.time()
     now_ms = int(t[0]) * 1000 + int(t[1]) // 1000
-    conf = {_text(k): _text(v) for k, v in client.hgetall(f"{tag}:config").items()}
-    leases = {_text(m): float(s) for m, s in client.zrange(f"{tag}:leases", 0, -1, withscores=True)}
-    raw = {_text(k): json.loads(_text(v)) for k, v in client.hgetall(f"{tag}:entries").items()}
+    conf = {as_text(k): as_text(v) for k, v in client.hgetall(f"{tag}:config").items()}
+    leases = {
+        as_text(m): float(s) for m, s in client.zrange(f"{tag}:leases", 0, -1, withscores=True)
+    }
+    raw = {as_text(k): json.loads(as_text(v)) for k, v in client.hgetall(f"{tag}:entries").items()}
     total, per_kind, per_key = _parse_limits(
         conf.get("total", ""), conf.get("per_kind", "{}"), conf.get("per_key", "")
     )
@@ -856,7 +858,7 @@ def read_all_slots(client: Any, namespace: str) -> list[dict[str, Any]]:
     pattern = f"{namespace}:{{{namespace}/slots/*}}:config"
     names = sorted(
         key[len(namespace) + 2 : key.rindex("}")].split("/", 2)[2]
-        for key in (_text(k) for k in client.scan_iter(match=pattern, count=1000))
+        for key in (as_text(k) for k in client.scan_iter(match=pattern, count=1000))
     )
     return [read_slots(client, namespace, name) for name in names]
 
