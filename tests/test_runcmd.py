@@ -300,6 +300,7 @@ def leaves(error: BaseException) -> list[type[BaseException]]:
 def test_a_throttle_failure_after_start_keeps_the_command(
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
     where: str,
     name: str,
     fault: Callable[[], BaseException],
@@ -322,11 +323,13 @@ def test_a_throttle_failure_after_start_keeps_the_command(
             for _ in range(5):
                 await anyio.sleep(0.002)
         raised.append(fault())
+        go.touch()  # the command ends only now: the fault always comes while it runs
         raise raised[0]
 
     monkeypatch.setattr(runcmd, "throttle_process", failing_throttle)
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    command = ["sh", "-c", "sleep 0.05; exit 7"]
+    go = tmp_path / "go"
+    command = ["sh", "-c", f"while [ ! -e '{go}' ]; do sleep 0.01; done; exit 7"]
     if is_error:
         assert run_command(command, cpu=50, backend="signals") == 7
         err = capfd.readouterr().err
