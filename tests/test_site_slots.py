@@ -500,3 +500,23 @@ def test_leaving_the_site_gives_everything_back(redis_server: RedisServer) -> No
         with watch.slot_nowait("backup"):
             pass
         held.__exit__(None, None, None)  # after the site was left: nothing to give back
+
+
+def test_a_heartbeat_during_nowait_does_not_put_it_in_line(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renew sent while slot_nowait asks must not enter it in line (it would leak)."""
+    with sites(redis_server, 1, heartbeat=False) as (site,):
+        nas = site.operation_limits("nas", total=1)
+        enter = SiteOperationLimits._enter
+
+        def beat_first(self: SiteOperationLimits, entry: Any, nowait: bool) -> str:
+            assert site.beat()  # the heartbeat's renew gets there first
+            return enter(self, entry, nowait)
+
+        with nas.slot_nowait("backup"):
+            monkeypatch.setattr(SiteOperationLimits, "_enter", beat_first)
+            with pytest.raises(anyio.WouldBlock):
+                nas.slot_nowait("backup").__enter__()
+            assert nas.statistics().waiters == ()
+        assert nas.statistics().in_use == 0 and nas._entries == {}

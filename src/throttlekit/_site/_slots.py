@@ -748,18 +748,18 @@ class SiteOperationLimits(Participant):
         """
         kind, key, priority = self._checked(kind, key, priority)
         entry = _Entry(kind, key, priority, _ThreadSignal())
-        self._add(entry)
+        # Known to the heartbeat only once granted: a renew sent before the answer would
+        # put an entry the server has never seen into the line.
         try:
             status = self._enter(entry, True)
         except BaseException:
-            self._release(entry)
+            self._release(entry)  # it may have been granted before the connection broke
             raise
-        grant = self._held(entry)
+        grant = entry.grant
         if status != "granted" or grant is None:
-            with self._lock:
-                entry.state = "done"
-                self._entries.pop(entry.id, None)
+            entry.state = "done"
             raise anyio.WouldBlock
+        self._add(entry)
         try:
             yield grant
         finally:
