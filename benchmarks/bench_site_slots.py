@@ -15,6 +15,8 @@ Starts its own ``redis-server`` on a Unix socket in a temporary directory, then:
    (target: within lease + 1 s).
 5. **Priority.** 20 waiters on 4 members, the last to arrive with a higher priority:
    its place among them once the slot is free (target: first).
+6. **A long line.** The round trip of one ``slot_nowait`` with 10, 100 and 1,000 waiters
+   in line (each step walks the line: sizing, not a target).
 
 Run: ``python benchmarks/bench_site_slots.py [--quick]``. Needs redis-server and redis-py.
 """
@@ -225,6 +227,34 @@ def priority(server: Server) -> None:
             site.close()
 
 
+def line_length(server: Server) -> None:
+    """What one script costs with a long line: every step walks the line (grant pass)."""
+    from throttlekit.redis import RedisSite
+
+    server.reset()
+    with RedisSite(server.url, namespace="bench", member="m", refresh=REFRESH,
+                   lease=60.0) as site:  # fmt: skip
+        nas = site.operation_limits("nas", total=1, per_key=1)
+        figures = []
+        with nas.slot_nowait("backup"):
+            entered = 0
+            for n in (10, 100, 1000):
+                for i in range(entered, n):  # waiters of other members, as the server sees them
+                    nas._call("enter", (f"w{i}", f"m{i % 50}", "backup", f"vm{i}", "0", "0"))
+                entered = n
+                took = []
+                for _ in range(50):
+                    start = time.perf_counter()
+                    try:
+                        with nas.slot_nowait("backup", key="x"):
+                            pass
+                    except Exception:  # WouldBlock: the slot is held
+                        pass
+                    took.append((time.perf_counter() - start) * 1000)
+                figures.append(f"{n} waiting: {statistics.median(took):.2f} ms")
+        print("6. one slot_nowait round trip with a line of " + ", ".join(figures))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer operations")
@@ -245,6 +275,7 @@ def main() -> None:
             latency(server, 400 if not args.quick else 200)
             sigkill(server)
             priority(server)
+            line_length(server)
         finally:
             server.close()
 
