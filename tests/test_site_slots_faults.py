@@ -290,3 +290,30 @@ def test_the_overlap_count_itself() -> None:
     """The check above counts what runs at once (so it can fail)."""
     assert most_at_once([(0, 2), (1, 3), (1.5, 4), (3.5, 5)]) == 3
     assert most_at_once([(0, 1), (1, 2)]) == 1  # one ends as the next starts
+
+
+def test_redis_paused_shorter_than_the_lease(redis_server: RedisServer) -> None:
+    """Holders and waiters ride it out: nothing lost, nothing granted twice, no leak."""
+    with sites(redis_server, 2, refresh=0.1, lease=3.0) as (a, b):
+        la = a.operation_limits("nas", total=1)
+        lb = b.operation_limits("nas", total=1)
+        holder = Holder(la, "backup", "vm1")
+        assert holder.granted.wait(WAIT)
+        waiter = Holder(lb, "backup", "vm2")
+        wait_until(lambda: waiting(la) == 1, "in line")
+        redis_server.pause()
+        try:
+            wait_until(lambda: a.statistics().degraded, "the outage is noticed")
+        finally:
+            redis_server.resume()
+        wait_until(lambda: not a.statistics().degraded, "back")
+        before = b.statistics().refreshes
+        wait_until(lambda: b.statistics().refreshes > before + 3, "a few heartbeats after it")
+        assert not holder.grant.lost and not waiter.granted.is_set()
+        stats = la.statistics()
+        assert [h.member for h in stats.holders] == ["m0"]
+        assert [w.member for w in stats.waiters] == ["m1"]
+        holder.release()
+        assert waiter.granted.wait(WAIT)
+        waiter.release()
+        assert la.statistics().in_use == 0
