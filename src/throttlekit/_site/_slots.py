@@ -378,8 +378,10 @@ class SiteOperationLimits(Participant):
         """
         Set all three limits for every member, live: growing grants the waiters that
         now fit at once; shrinking never takes a slot from a holder (new grants wait
-        until the holders are within the limits). One round trip;
-        :class:`~throttlekit.SiteUnavailable` if Redis cannot be reached.
+        until the holders are within the limits). One round trip. If Redis cannot be
+        reached it raises :class:`~throttlekit.SiteUnavailable`, and the new limits are
+        written by this member's next script that reaches Redis (its heartbeat's, at the
+        latest), unless they are changed again before.
         """
         limits = (
             _check_limit(total, "total"),
