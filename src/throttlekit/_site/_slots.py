@@ -138,7 +138,13 @@ class SlotGrant:
     ``lease``, or restarted empty): another machine may hold the slot now.
     """
 
-    __slots__ = ("_lost", "key", "kind", "priority", "token")
+    __slots__ = {
+        "_lost": "Whether the lease was lost (read it as lost).",
+        "key": "The key the slot holds, or None.",
+        "kind": "The operation's kind.",
+        "priority": "The priority it was asked with.",
+        "token": "The fencing token: larger for every later grant of the object.",
+    }
 
     def __init__(self, kind: str, key: str | None, priority: int, token: int) -> None:
         self.kind, self.key, self.priority, self.token = kind, key, priority, token
