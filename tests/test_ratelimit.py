@@ -394,13 +394,13 @@ def test_statistics_and_getters_only_read(monkeypatch: pytest.MonkeyPatch) -> No
     wake anyone or apply anything; the next call that changes the line does.
     """
     fired: list[object] = []
-    original = ratelimit_module._ThreadSignal.fire
+    original = ratelimit_module.ThreadSignal.fire
 
-    def fire(self: ratelimit_module._ThreadSignal) -> None:
+    def fire(self: ratelimit_module.ThreadSignal) -> None:
         fired.append(self)
         original(self)
 
-    monkeypatch.setattr(ratelimit_module._ThreadSignal, "fire", fire)
+    monkeypatch.setattr(ratelimit_module.ThreadSignal, "fire", fire)
     clock = ManualClock()
     limiter = RateLimiter(0.001, burst=10, clock=clock)  # 5 units: 5000 s of sleep
     thread = threading.Thread(target=limiter.acquire_blocking, args=(5,), daemon=True)

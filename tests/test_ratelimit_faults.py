@@ -111,7 +111,7 @@ def test_a_fault_in_a_blocking_waiter_gives_back_what_was_not_handed_out(
     parent = RateLimiter(10, burst=10, clock=clock)
     child = RateLimiter(100, burst=10, parent=parent, full=True)
     limiter = child if where == "at the parent" else parent
-    original = ratelimit_module._ThreadSignal.wait
+    original = ratelimit_module.ThreadSignal.wait
     fired = []
 
     def wait(self: Any, timeout: float) -> None:
@@ -123,7 +123,7 @@ def test_a_fault_in_a_blocking_waiter_gives_back_what_was_not_handed_out(
             clock.advance(1.0)  # its moment comes: granted, then interrupted
         raise fault()
 
-    monkeypatch.setattr(ratelimit_module._ThreadSignal, "wait", wait)
+    monkeypatch.setattr(ratelimit_module.ThreadSignal, "wait", wait)
     with pytest.raises(type(fault())):
         limiter.acquire_blocking(10)
     for level in (parent, child):

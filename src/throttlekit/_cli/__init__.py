@@ -43,7 +43,7 @@ def describe_error(error: BaseException) -> str:
     class name when it has none), the members of a group joined by ``; ``, and a fixed
     text when ``__str__`` itself fails, so a broken message never hides the error.
 
-    >>> describe_error(ExceptionGroup("two", [ValueError("bad rate"), OSError()]))
+    >>> describe_error(BaseExceptionGroup("two", [ValueError("bad rate"), OSError()]))
     'bad rate; OSError'
     """
     if isinstance(error, BaseExceptionGroup):

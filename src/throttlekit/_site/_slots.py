@@ -42,7 +42,7 @@ from attrs import frozen
 
 from .._checks import check_optional_int, check_priority, check_seconds
 from .._errors import SiteUnavailable
-from .._throttle._ratelimit import _task_signal, _ThreadSignal
+from .._throttle._ratelimit import ThreadSignal, task_signal
 from ._core import REDIS_ERRORS, Command, Participant, as_text, check_name, site_unavailable
 from ._slots_lua import SLOTS
 
@@ -648,7 +648,7 @@ class SiteOperationLimits(Participant):
         limit = _check_timeout(timeout)
         lost = _check_on_lost(on_lost)
         await anyio.lowlevel.checkpoint_if_cancelled()
-        entry = _Entry(kind, key, priority, _task_signal())
+        entry = _Entry(kind, key, priority, task_signal())
         self._add(entry)
         try:
             grant = await self._wait_async(entry, limit)
@@ -720,7 +720,7 @@ class SiteOperationLimits(Participant):
         """
         kind, key, priority = self._checked(kind, key, priority)
         limit = _check_timeout(timeout)
-        entry = _Entry(kind, key, priority, _ThreadSignal())
+        entry = _Entry(kind, key, priority, ThreadSignal())
         self._add(entry)
         try:
             grant = self._wait_blocking(entry, limit)
@@ -755,7 +755,7 @@ class SiteOperationLimits(Participant):
         :class:`~throttlekit.SiteUnavailable` if Redis cannot be reached.
         """
         kind, key, priority = self._checked(kind, key, priority)
-        entry = _Entry(kind, key, priority, _ThreadSignal())
+        entry = _Entry(kind, key, priority, ThreadSignal())
         # Known to the heartbeat only once granted: a renew sent before the answer would
         # put an entry the server has never seen into the line.
         try:

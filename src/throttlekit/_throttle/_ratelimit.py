@@ -71,7 +71,7 @@ from ._line import Waiter, WaiterLine, take_along
 from ._schedule import Schedule
 from ._units import Rate, check_rate_number
 
-__all__ = ["RateLimiter", "RateLimiterStatistics", "Timeline"]
+__all__ = ["RateLimiter", "RateLimiterStatistics", "ThreadSignal", "Timeline", "task_signal"]
 
 _DEFAULT_BURST: Final = timedelta(seconds=0.1)
 _MAX_FLOAT: Final = sys.float_info.max
@@ -334,7 +334,7 @@ class _Signal:
         raise NotImplementedError
 
 
-class _ThreadSignal(_Signal):
+class ThreadSignal(_Signal):
     __slots__ = ("event",)
 
     def __init__(self) -> None:
@@ -425,7 +425,7 @@ class _TrioSignal(_Signal):
             self._call_soon(self._set)
 
 
-def _task_signal() -> _AsyncioSignal | _TrioSignal:
+def task_signal() -> _AsyncioSignal | _TrioSignal:
     loop = _get_running_loop()
     return _TrioSignal() if loop is None else _AsyncioSignal(loop)
 
@@ -788,7 +788,7 @@ class RateLimiter:
                 raise
 
     async def _wait_here(self, amount: float) -> None:
-        signal = _task_signal()
+        signal = task_signal()
         w = self._enter(amount, signal)
         try:
             while (timeout := self._next_sleep(w, signal)) is not None:
@@ -858,7 +858,7 @@ class RateLimiter:
     def _wait_here_blocking(
         self, amount: float, deadline: float, cancelled: Callable[[], None] | None
     ) -> None:
-        signal = _ThreadSignal()
+        signal = ThreadSignal()
         w = self._enter(amount, signal)
         try:
             while (timeout := self._next_sleep(w, signal, deadline)) is not None:
