@@ -73,11 +73,13 @@ def _check_limit(value: object, name: str) -> int | None:
     return check_optional_int(value, name, minimum=1)
 
 
-def _check_kind(kind: object) -> str:
+def _check_kind(kind: object, name: str = "kind") -> str:
     if not isinstance(kind, str):
-        raise TypeError(f"kind must be a non-empty str, got {type(kind).__name__}")
-    if not kind or len(kind) > 200:
-        raise ValueError(f"kind must be 1 to 200 characters, got {kind!r}")
+        raise TypeError(f"{name} must be a non-empty str, got {type(kind).__name__}")
+    if not kind or len(kind) > 200 or not kind.isprintable():
+        # Printable text only: it travels as UTF-8 and JSON to the server, where a lone
+        # surrogate would break every script of the object (and with it the heartbeat).
+        raise ValueError(f"{name} must be 1 to 200 printable characters, got {kind!r}")
     return kind
 
 
@@ -89,8 +91,8 @@ def _check_key(key: object) -> str | None:
             f"key must be a str or None (keys are shared across machines as text), "
             f"got {type(key).__name__}"
         )
-    if not key or len(key) > 200:
-        raise ValueError(f"key must be 1 to 200 characters or None, got {key!r}")
+    if not key or len(key) > 200 or not key.isprintable():
+        raise ValueError(f"key must be 1 to 200 printable characters or None, got {key!r}")
     return key
 
 
@@ -103,7 +105,7 @@ def _check_per_kind(per_kind: object) -> dict[str, int]:
     for kind, limit in per_kind.items():
         checked = _check_limit(limit, f"per_kind[{kind!r}]")
         if checked is not None:
-            out[_check_kind(kind)] = checked
+            out[_check_kind(kind, "a per_kind key")] = checked
     return out
 
 
