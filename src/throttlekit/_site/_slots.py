@@ -348,6 +348,10 @@ class SiteOperationLimits(Participant):
         self._channel = f"{tag}:grants"
         self._limits = (total, dict(per_kind), per_key)
         self._write = True  # the next script sets the limits in Redis
+        # Whether a script of this object has reached Redis: a member that knew the object
+        # and finds it gone knows the server restarted empty (the grace then holds).
+        self._known = False
+        self._top = 0  # the largest token this member has seen (tokens go on after it)
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._drops: set[str] = set()  # released or cancelled, not yet told to the server
@@ -409,16 +413,25 @@ class SiteOperationLimits(Participant):
         argv = (op, self._channel, self._lease_ms, *_config_args(*limits))
         try:
             result = self._site._scripts.call(
-                "slots", self._keys, (*argv, "1" if write else "0", *args)
+                "slots", self._keys, (*argv, self._write_flag(write), *args)
             )
         except REDIS_ERRORS as error:
             raise site_unavailable(error, f"operation limits {self.name!r}") from error
         out = [as_text(r) for r in result]
         with self._lock:
+            self._known = True
             if write and self._limits is limits:
                 self._write = False
             self._limits = _parse_limits(out[2], out[3], out[4])
         return out
+
+    def _write_flag(self, write: bool) -> str:
+        """
+        The script's ``write`` argument: '0' (do not set the limits), '1' (set them: a
+        member that has never reached the object) or '2' (set them: a member that has,
+        so an object missing on the server means a restart, and the grace holds).
+        """
+        return "0" if not write else ("2" if self._known else "1")
 
     def _enter(self, entry: _Entry, nowait: bool) -> str:
         """Enter the line (or look again, keeping the place): 'granted', 'waiting', 'busy'."""
@@ -437,11 +450,14 @@ class SiteOperationLimits(Participant):
         """(Lock held.) The server made ``entry`` a holder."""
         entry.state = "held"
         entry.grant = SlotGrant(entry.kind, entry.key, entry.priority, token)
+        self._top = max(self._top, token)
         entry.signal.fire()
 
     def _release(self, entry: _Entry) -> None:
         """Give the slot (or the place in line) back; never raises."""
         with self._lock:
+            if entry.state == "done":  # the site was left: the server was told then
+                return
             held = entry.state == "held"
             entry.state = "done"
             self._entries.pop(entry.id, None)
@@ -496,6 +512,7 @@ class SiteOperationLimits(Participant):
             entries = [e for e in self._entries.values() if e.state != "done"]
             drops = sorted(self._drops)
             limits, write = self._limits, self._write
+            flag, top = self._write_flag(write), str(self._top)
             self._sent = (time.monotonic(), entries, drops, write and limits)
         mine = [
             {
@@ -509,7 +526,7 @@ class SiteOperationLimits(Participant):
             for e in entries
         ]
         argv = ("renew", self._channel, self._lease_ms, *_config_args(*limits))
-        args = ("1" if write else "0", self._site.member, json.dumps(mine), json.dumps(drops))
+        args = (flag, self._site.member, json.dumps(mine), json.dumps(drops), top)
         return [("slots", self._keys, (*argv, *args))]
 
     def apply(self, results: list[Any]) -> None:
@@ -519,6 +536,7 @@ class SiteOperationLimits(Participant):
             return
         sent, entries, drops, written = self._sent
         with self._lock:
+            self._known = True
             if written and self._limits is written:
                 self._write = False
             self._limits = _parse_limits(out[2], out[3], out[4])
@@ -550,11 +568,18 @@ class SiteOperationLimits(Participant):
         with self._lock:
             ids = sorted({*self._entries, *self._drops})
             for entry in self._entries.values():
+                if entry.state == "held":
+                    # Its slot goes back to the server now: the holder is told, as when
+                    # a lease is lost (and cancelled with on_lost="cancel").
+                    self._lose(entry, "the site was left")
                 entry.state = "done"
+                entry.signal.fire()  # a waiter ends: the site was left while waiting
             self._entries.clear()
             self._drops.clear()
+            top = str(self._top)
         argv = ("renew", self._channel, self._lease_ms, *_config_args(*self._limits), "0")
-        return [("slots", self._keys, (*argv, self._site.member, "[]", json.dumps(ids)))]
+        args = (self._site.member, "[]", json.dumps(ids), top)
+        return [("slots", self._keys, (*argv, *args))]
 
     # -- waking ----------------------------------------------------------------------------
 

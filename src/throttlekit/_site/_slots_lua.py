@@ -11,7 +11,10 @@ ahead of it that stays in line, becomes a holder (the rule of the local
 waiting members wake at once; the heartbeat's renew reports them too (the safety net).
 
 After a restart that lost the data, nothing is granted for one lease (``grace``), so that
-holders still running claim their slots back first (their renew re-enters them).
+holders still running claim their slots back first (their renew re-enters them). The
+grace starts when a member that has reached the object before finds it gone (a member
+new to it cannot tell a restart from a first use). Renews also carry the largest token
+the member has seen, so tokens go on above it even when the new server's clock is behind.
 
 Keys (one hash tag per object): ``config`` (hash: total, per_kind as JSON, per_key,
 token as text, seq, grace), ``entries`` (hash: id -> JSON entry), ``leases`` (zset: id -> lease end,
@@ -28,10 +31,12 @@ __all__ = ["SLOTS"]
 
 # KEYS: config, entries, leases, gone
 # ARGV: op, channel, lease_ms, total ('' none), per_kind (JSON object), per_key ('' none),
-#       write ('1': set the limits), then the op's own arguments:
+#       write ('0': no; '1': set the limits; '2': set them, and the member has reached
+#       this object before, so its absence means a restart), then the op's own arguments:
 #   enter:   id, member, kind, key ('' none), priority, nowait ('1')
 #   release: id
-#   renew:   member, JSON list of {i, k, y, p, h, t}, JSON list of ids to drop
+#   renew:   member, JSON list of {i, k, y, p, h, t}, JSON list of ids to drop, the
+#            largest token the member has seen (tokens go on above it after a restart)
 #   config:  (none: write is '1')
 # Returns {status, token, total, per_kind, per_key, renew results (JSON)}
 SLOTS: Final = r"""
@@ -40,8 +45,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local CONF, ENT, LEASE, GONE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, channel, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
-local write = ARGV[7] == '1'
-if redis.call('EXISTS', CONF) == 0 and not write then
+local write = ARGV[7] ~= '0'
+if redis.call('EXISTS', CONF) == 0 and ARGV[7] ~= '1' then
   -- A member knows this object and the server does not: it restarted empty. For one
   -- lease nothing is granted, so that the holders still running can claim their slots
   -- back (their next renew) before anyone else is let in.
@@ -187,6 +192,12 @@ elseif op == 'renew' then
   local member = ARGV[8]
   local mine = cjson.decode(ARGV[9])
   local drops = cjson.decode(ARGV[10])
+  -- tokens go on above every token this member has seen: after a restart on a server
+  -- whose clock is behind the old one's, they would otherwise start lower
+  local floor = tonumber(ARGV[11] or '0') or 0
+  if floor > tonumber(redis.call('HGET', CONF, 'token')) then
+    redis.call('HSET', CONF, 'token', string.format('%d', floor))
+  end
   for _, id in ipairs(drops) do
     if redis.call('HDEL', ENT, id) == 1 then changed = true end
     redis.call('ZREM', LEASE, id)
