@@ -97,6 +97,7 @@ if #dead > 0 then drop(KEYS[2], dead, KEYS[3]); stale = true end
 if redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), member) == 1 then stale = true end
 -- a changed want is seen at once while the members are few (the division is then
 -- computed on every call), and within cache_ms when they are many
+local before = redis.call('HGET', KEYS[3], member)
 redis.call('HSET', KEYS[3], member, want)
 local n = redis.call('ZCARD', KEYS[2])
 local level, surplus
@@ -123,10 +124,15 @@ if stale or n <= 64 or now - tonumber(conf[5]) >= tonumber(ARGV[7]) then
     end
   end
   redis.call('HSET', KEYS[1], 'level', fmt(level), 'surplus', fmt(surplus), 'level_at', now)
+  before = false
 else
   level, surplus = num(conf[3]), num(conf[4])
 end
+-- From a reused division, a member gets at most what that division gave it: its want
+-- then. The level alone would hand every member whose want grew the whole water level
+-- (an infinite one when every want fitted), far more than the site rate between them.
 local share = math.min(num(want), level) + surplus
+if before then share = math.min(num(want), num(before), level) + surplus end
 return {fmt(share), rate, kind, n, fmt(level), fmt(surplus), tostring(now), conf[6] or ''}
 """
 )
