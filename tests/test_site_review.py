@@ -53,3 +53,27 @@ def test_a_want_that_grows_while_the_division_is_reused_never_over_grants(
         assert all(math.isfinite(s) for s in shares)
         assert sum(shares) <= RATE * (1 + 1e-9)
         assert limiter.rate.per_second <= RATE
+
+
+def test_a_server_error_in_one_object_does_not_degrade_the_others(
+    redis_server: RedisServer,
+) -> None:
+    """
+    One object's script fails on the server (here its key was overwritten with a value of
+    another type): that object is told Redis is unavailable to it, and the heartbeat goes
+    on for the others (the whole site used to be degraded, every share at its fallback).
+    """
+    with RedisSite(redis_server.url, namespace="t", member="m0") as site:
+        site._heartbeat_thread = False
+        site.rate_limiter("uplink", RATE, fallback="closed")
+        nas = site.operation_limits("nas", total=1)
+        client = redis_server.client()
+        with nas.slot_nowait("backup"):
+            client.delete(nas._keys[1])
+            client.set(nas._keys[1], "not a hash")  # the entries hash of "nas"
+            assert site.beat()
+            stats = site.statistics()
+            assert not stats.degraded
+            assert [(r.name, r.degraded, r.share.per_second) for r in stats.rates] == [
+                ("uplink", False, RATE)
+            ]

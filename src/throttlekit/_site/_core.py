@@ -222,8 +222,11 @@ class _ScriptRunner:
                 self.load({name})
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def pipeline(self, commands: Sequence[Command]) -> list[Any]:
-        """Every command in one round trip; raises the first error."""
+    def pipeline(self, commands: Sequence[Command], *, each: bool = False) -> list[Any]:
+        """
+        Every command in one round trip; raises the first error, or with ``each`` leaves
+        a command's error in its place (a connection error still raises).
+        """
         for attempt in (0, 1):
             pipe = self.client.pipeline(transaction=False)
             for name, keys, args in commands:
@@ -238,7 +241,7 @@ class _ScriptRunner:
                 self.load(missing)
                 continue
             for r in results:
-                if isinstance(r, Exception):
+                if isinstance(r, Exception) and not each:
                     raise r
             return results
         raise AssertionError("unreachable")  # pragma: no cover
@@ -723,6 +726,7 @@ class RedisSite:
         self._lock = threading.Lock()
         self._create_lock = threading.Lock()
         self._participants: list[Participant] = []
+        self._failing: set[int] = set()  # participants whose last script failed on the server
         self._rates: dict[str, _SharedRate] = {}
         self._requests: dict[str, RequestLimiter] = {}
         self._thread: threading.Thread | None = None
@@ -857,14 +861,31 @@ class RedisSite:
             spans.append((participant, len(commands), len(commands) + len(mine)))
             commands.extend(mine)
         try:
-            results = self._scripts.pipeline(commands)
+            results = self._scripts.pipeline(commands, each=True)
+            if isinstance(results[0], Exception):  # the site's own script: an outage
+                raise results[0]
         except Exception as error:
             self._outage(error, participants)
             return False
         self._site_result(results[0])
         for participant, start, end in spans:
+            # A script that fails on the server for one object (its keys overwritten
+            # with another type, say) is that object's outage, not the site's.
+            failed = next((r for r in results[start:end] if isinstance(r, Exception)), None)
             try:
-                participant.apply(results[start:end])
+                if failed is None:
+                    participant.apply(results[start:end])
+                    self._failing.discard(id(participant))
+                    continue
+                if id(participant) not in self._failing:
+                    self._failing.add(id(participant))
+                    logger.error(
+                        "site %r: a shared object's script failed on the server (it runs "
+                        "as if Redis were unreachable until it works again): %s",
+                        self.namespace,
+                        failed,
+                    )
+                participant.unavailable(failed)
             except Exception:
                 logger.exception("site %r: a participant failed", self.namespace)
         with self._lock:
