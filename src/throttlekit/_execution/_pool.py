@@ -59,6 +59,10 @@ V_co = TypeVar("V_co", covariant=True)
 
 logger = logging.getLogger("throttlekit.pool")
 
+# The most report_bytes() takes at once: a 64-bit size, more than any transfer moves (an
+# int beyond a float's range would break the bytes-per-second of every later report).
+_MAX_REPORTED_BYTES = 2**63 - 1
+
 # The run whose block the current task (or worker thread) executes, for report_bytes().
 _current_run: contextvars.ContextVar[_Run[Any]] = contextvars.ContextVar("throttlekit_run")
 
@@ -829,10 +833,13 @@ class ItemBlockWorkerPool:
                         apply(changing.policy)
                         while True:
                             apply(await changing.wait_for_change())
+                            # A source that never waits must not hold the event loop.
+                            await anyio.lowlevel.checkpoint()
                     else:
                         values: AsyncIterable[V] = source  # type: ignore[assignment]
                         async for value in values:
                             apply(value)
+                            await anyio.lowlevel.checkpoint()
             finally:
                 self._followers.discard(scope)
         if not started:
@@ -1009,13 +1016,15 @@ class ItemBlockWorkerPool:
         calling context, which the pool sets for each block and which anyio passes on to
         worker threads and to the tasks of additional items. Progress reports then carry
         ``bytes_done`` and ``bytes_per_second`` (``None`` in a run that never reports
-        bytes). Outside a block run by a pool it raises :class:`RuntimeError`.
+        bytes). Outside a block run by a pool it raises :class:`RuntimeError`; an
+        ``amount`` that is not an int from 0 to ``2**63 - 1`` is refused (TypeError,
+        ValueError) and counts nothing.
 
         The pool cannot see bytes by itself: it runs your function, and only your
         function knows what it moved (a :class:`RateLimiter` or a throttled stream knows
         too; report from there what it granted).
         """
-        amount = check_int(amount, "amount", minimum=0)
+        amount = check_int(amount, "amount", minimum=0, maximum=_MAX_REPORTED_BYTES)
         run = _current_run.get(None)
         if run is None:
             raise RuntimeError(
