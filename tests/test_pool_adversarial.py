@@ -644,3 +644,63 @@ async def test_report_bytes_takes_the_largest_64_bit_count() -> None:
     assert result.ok
     assert reports[-1].bytes_done == 2**63 - 1
     assert reports[-1].bytes_per_second == pytest.approx(float(2**63 - 1))
+
+
+@pytest.mark.parametrize("how", ["constructor", "setter", "follow"])
+async def test_a_huge_worker_count_starts_only_the_workers_blocks_need(how: str) -> None:
+    """
+    workers=10_000 (a policy typo can say 100_000_000): the pool starts workers as
+    blocks need them, up to that count, rather than 10_000 tasks at once (with 10**8,
+    the setter ran for minutes and the process ran out of memory).
+    """
+    huge = 10_000
+
+    async def one(n: int) -> AsyncIterator[int]:
+        yield n
+
+    with anyio.fail_after(100):
+        pool = ItemBlockWorkerPool(workers=huge if how == "constructor" else 1)
+        async with pool:
+            if how == "setter":
+                pool.workers = huge
+            elif how == "follow":
+                await pool.follow(one(huge))
+            assert len(anyio.get_running_tasks()) < 20
+            watch = Watch(pool, [1.0])
+            seen: list[int] = []
+
+            async def look() -> None:
+                await anyio.sleep(0.5)
+                seen.append(len(anyio.get_running_tasks()))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(look)
+                result = await pool.run([ItemBlock([i]) for i in range(30)], watch)
+            assert result.ok
+            assert watch.peak == 30  # all at once: the count is honoured
+            assert seen[0] < 30 + 20
+            pool.workers = 2
+            assert await peak_of_a_full_run(pool, 2) == 2
+
+
+async def test_follow_closes_an_async_generator_it_stops_following() -> None:
+    """
+    Cancelled between two values (at the point where it lets other tasks run), follow
+    closes the generator it iterates (its finally runs at once) rather than leaving it
+    suspended at a yield for the garbage collector.
+    """
+    closed: list[float] = []
+
+    async def eager() -> AsyncIterator[int]:
+        try:
+            while True:
+                yield 2
+        finally:
+            closed.append(anyio.current_time())
+
+    with anyio.fail_after(100):
+        async with ItemBlockWorkerPool(workers=1) as pool, anyio.create_task_group() as tg:
+            tg.start_soon(pool.follow, eager())
+            await anyio.sleep(0)
+            tg.cancel_scope.cancel()
+        assert len(closed) == 1

@@ -614,13 +614,14 @@ class ItemBlockWorkerPool:
         """
         How many blocks run at once, at most. Settable live (an int >= 1).
 
-        Growing starts the new workers at once (they take queued blocks right away).
-        Shrinking never cancels a block: idle workers retire at once and busy ones as
-        they finish their current block, so for a while more blocks than ``workers`` may
-        still be running (``statistics().in_use`` shows them). Threads for sync callables
-        follow the same number. Setting it before the pool is entered sets how many
-        workers it starts with; after the pool has stopped, it changes nothing. To follow
-        a policy that is reloaded live, see :meth:`follow`.
+        Growing starts the new workers at once (they take queued blocks right away);
+        workers are started as blocks need them, so a large count costs nothing until
+        blocks fill it. Shrinking never cancels a block: idle workers retire at once and
+        busy ones as they finish their current block, so for a while more blocks than
+        ``workers`` may still be running (``statistics().in_use`` shows them). Threads
+        for sync callables follow the same number. Setting it before the pool is entered
+        sets how many blocks it runs at once from the start; after the pool has stopped,
+        it changes nothing. To follow a policy that is reloaded live, see :meth:`follow`.
         """
         return self._workers
 
@@ -630,17 +631,23 @@ class ItemBlockWorkerPool:
         self._threads.total_tokens = self._workers
         if self._task_group is None or self._stopping:
             return
-        for _ in range(self._workers - self._alive):
-            self._start_worker()
+        self._grow(sum(len(run.pending) for run in self._runs))
         if self._alive > self._workers:
             for event in self._idle:  # idle workers retire now; busy ones after their block
                 event.set()
             self._idle.clear()
 
-    def _start_worker(self) -> None:
+    def _grow(self, blocks: int) -> None:
+        """
+        Start workers for ``blocks`` queued blocks that no idle worker was woken for, up
+        to ``workers`` in all. Workers start as blocks need them, not all at entry: a
+        count of 100,000,000 (a typo in a policy) costs no more than the blocks queued.
+        Starting one too many is harmless (it finds nothing and waits, idle).
+        """
         assert self._task_group is not None
-        self._alive += 1
-        self._task_group.start_soon(self._worker)
+        for _ in range(min(blocks, self._workers - self._alive)):
+            self._alive += 1
+            self._task_group.start_soon(self._worker)
 
     async def __aenter__(self) -> ItemBlockWorkerPool:
         self._task_group = await self._tasks.open()  # RuntimeError if entered before
@@ -648,8 +655,6 @@ class ItemBlockWorkerPool:
         # import time, for a metrics registry) and entered later.
         self._watching = anyio.CancelScope()
         self._task_group.start_soon(self._watch)
-        for _ in range(self._workers):
-            self._start_worker()
         return self
 
     async def _watch(self) -> None:
@@ -795,8 +800,11 @@ class ItemBlockWorkerPool:
         :class:`Exception`, or returns something that is not an int >= 1) is reported as
         a :class:`CallbackWarning` and the pool keeps its current count; following goes
         on. What the source itself raises (a watcher that has stopped raises
-        :class:`RuntimeError`) propagates. It lives in your task, not the pool's: the
-        pool never imports the policy pillar, it only reads the protocol above.
+        :class:`RuntimeError`) propagates. An async generator given as ``source`` is
+        closed when following ends, however it ends. Following lets other tasks run
+        between two values, even from a source that never waits. It lives in your task,
+        not the pool's: the pool never imports the policy pillar, it only reads the
+        protocol above.
         """
         if self._task_group is None and not self._closing:
             raise RuntimeError("the pool is not running: use 'async with ItemBlockWorkerPool(...)'")
@@ -837,13 +845,34 @@ class ItemBlockWorkerPool:
                             await anyio.lowlevel.checkpoint()
                     else:
                         values: AsyncIterable[V] = source  # type: ignore[assignment]
-                        async for value in values:
-                            apply(value)
-                            await anyio.lowlevel.checkpoint()
+                        await self._follow_values(values, apply)
             finally:
                 self._followers.discard(scope)
         if not started:
             task_status.started()
+
+    @staticmethod
+    async def _follow_values(values: AsyncIterable[V], apply: Callable[[V], None]) -> None:
+        """
+        Apply each value of ``values``, letting other tasks run between values (a source
+        that never waits must not hold the event loop). An async generator is closed
+        when following ends, however it ends (``contextlib.aclosing``): a cancellation
+        may come between two values, while it waits at a ``yield``, and an abandoned
+        generator would only be finalized by the garbage collector (trio warns).
+        """
+        iterator = values.__aiter__()
+        try:
+            while True:
+                try:
+                    value = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return
+                apply(value)
+                await anyio.lowlevel.checkpoint()
+        finally:
+            if inspect.isasyncgen(iterator):
+                with anyio.CancelScope(shield=True):
+                    await iterator.aclose()
 
     # -- scheduling ----------------------------------------------------------------------
 
@@ -985,8 +1014,10 @@ class ItemBlockWorkerPool:
         try:
             if run.pending:
                 self._ready.setdefault(run.priority, deque()).append(run)
-                for _ in range(min(len(run.pending), len(self._idle))):
+                woken = min(len(run.pending), len(self._idle))
+                for _ in range(woken):
                     self._idle.popleft().set()
+                self._grow(len(run.pending) - woken)
             if run.on_progress is not None and run.progress_interval < math.inf:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(run.report_while_running, tg.cancel_scope)
