@@ -35,6 +35,8 @@ if sys.version_info < (3, 11):
 
 pytestmark = pytest.mark.anyio
 
+WAIT_REAL = 10.0  # real seconds: a regression fails, not hangs
+
 FEW = settings(
     max_examples=15,
     deadline=None,
@@ -704,3 +706,48 @@ async def test_follow_closes_an_async_generator_it_stops_following() -> None:
             await anyio.sleep(0)
             tg.cancel_scope.cancel()
         assert len(closed) == 1
+
+
+async def test_workers_set_from_a_sync_process_in_a_worker_thread() -> None:
+    """
+    A sync process (a worker thread) grows the pool: the change is made in the event
+    loop's thread, so it takes effect like any other. Before, the setter started tasks
+    from the thread: they never ran, the pool counted them as alive, and after a later
+    shrink no worker was left for queued blocks (a hang).
+    """
+    barrier = threading.Barrier(3, timeout=WAIT_REAL)  # three blocks at once, really
+
+    def process(item: int) -> None:
+        if item == 0:
+            pool.workers = 3
+        else:
+            barrier.wait()
+
+    # No fail_after: on virtual time it would fire while the loop waits for threads.
+    async with ItemBlockWorkerPool(workers=1) as pool:
+        result = await pool.run([ItemBlock([i]) for i in range(4)], process)
+        assert result.ok, result.errors
+        assert pool.workers == 3
+        pool.workers = 1
+        assert await peak_of_a_full_run(pool, 1) == 1
+
+
+async def test_workers_set_from_a_foreign_thread_is_refused_and_changes_nothing() -> None:
+    """A plain thread (not an anyio worker thread) cannot reach the loop: RuntimeError."""
+    errors: list[BaseException] = []
+    async with ItemBlockWorkerPool(workers=2) as pool:
+
+        def elsewhere() -> None:
+            try:
+                pool.workers = 5
+            except BaseException as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join(WAIT_REAL)  # the refusal needs nothing from the loop
+        assert pool.workers == 2
+        assert await peak_of_a_full_run(pool, 2) == 2
+    (error,) = errors
+    assert isinstance(error, RuntimeError)
+    assert "workers can be set from the pool's event loop thread" in str(error)

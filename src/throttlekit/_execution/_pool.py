@@ -63,6 +63,10 @@ logger = logging.getLogger("throttlekit.pool")
 # int beyond a float's range would break the bytes-per-second of every later report).
 _MAX_REPORTED_BYTES = 2**63 - 1
 
+# What anyio.from_thread.run_sync raises in a thread that is not an anyio worker thread
+# (a RuntimeError; its own class from anyio 4.11 on).
+_NO_EVENT_LOOP: type[Exception] = getattr(anyio, "NoEventLoopError", RuntimeError)
+
 # The run whose block the current task (or worker thread) executes, for report_bytes().
 _current_run: contextvars.ContextVar[_Run[Any]] = contextvars.ContextVar("throttlekit_run")
 
@@ -603,6 +607,7 @@ class ItemBlockWorkerPool:
         self._followers: set[anyio.CancelScope] = set()  # follow() calls, ended on exit
         self._tasks = OwnedTaskGroup("ItemBlockWorkerPool")
         self._task_group: TaskGroup | None = None  # the open group of _tasks, once entered
+        self._loop_thread: int | None = None  # the event loop's thread, once entered
         self._closing = False  # the context is being left: no new runs
         self._stopping = False  # no new blocks (closing, or a callable raised a BaseException)
         self._failures: list[BaseException] = []  # BaseExceptions raised by callables
@@ -622,13 +627,32 @@ class ItemBlockWorkerPool:
         for sync callables follow the same number. Setting it before the pool is entered
         sets how many blocks it runs at once from the start; after the pool has stopped,
         it changes nothing. To follow a policy that is reloaded live, see :meth:`follow`.
+        Set it in the event loop's thread, or from a sync ``process`` (an anyio worker
+        thread: the change is made in the loop's thread, and the call returns once it
+        is); any other thread gets a :class:`RuntimeError`.
         """
         return self._workers
 
     @workers.setter
     def workers(self, value: int) -> None:
-        self._workers = check_int(value, "workers", minimum=1)
-        self._threads.total_tokens = self._workers
+        count = check_int(value, "workers", minimum=1)
+        if self._task_group is not None and threading.get_ident() != self._loop_thread:
+            # Another thread (a sync process in a worker thread): the pool's state lives
+            # in its event loop's thread, so the change is made there.
+            try:
+                anyio.from_thread.run_sync(self._set_workers, count)
+            except _NO_EVENT_LOOP:
+                raise RuntimeError(
+                    "workers can be set from the pool's event loop thread, or from a worker "
+                    "thread of it (anyio.to_thread.run_sync, as the pool runs sync "
+                    "process functions); this thread is neither"
+                ) from None
+            return
+        self._set_workers(count)
+
+    def _set_workers(self, count: int) -> None:
+        self._workers = count
+        self._threads.total_tokens = count
         if self._task_group is None or self._stopping:
             return
         self._grow(sum(len(run.pending) for run in self._runs))
@@ -646,11 +670,12 @@ class ItemBlockWorkerPool:
         """
         assert self._task_group is not None
         for _ in range(min(blocks, self._workers - self._alive)):
-            self._alive += 1
             self._task_group.start_soon(self._worker)
+            self._alive += 1  # once started: a start that failed leaves no phantom worker
 
     async def __aenter__(self) -> ItemBlockWorkerPool:
         self._task_group = await self._tasks.open()  # RuntimeError if entered before
+        self._loop_thread = threading.get_ident()
         # Made here, not in __init__: a pool may be created outside an event loop (at
         # import time, for a metrics registry) and entered later.
         self._watching = anyio.CancelScope()
