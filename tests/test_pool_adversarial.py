@@ -751,3 +751,46 @@ async def test_workers_set_from_a_foreign_thread_is_refused_and_changes_nothing(
     (error,) = errors
     assert isinstance(error, RuntimeError)
     assert "workers can be set from the pool's event loop thread" in str(error)
+
+
+@pytest.mark.parametrize("how", ["pool scope cancelled", "run's task cancelled"])
+async def test_sync_work_in_a_throttle_stops_after_the_grace_period(how: str) -> None:
+    """
+    The issue's story: sync process functions blocked in acquire_blocking (a limiter
+    that never grants) while the pool is cancelled with a grace period, or while the task
+    awaiting the run is cancelled: the worker threads stop at their throttle call, every
+    block is reported cancelled once, and the pool exits. (A watchdog grants everything
+    after WAIT_REAL real seconds, so a regression fails instead of hanging.)
+    """
+    from throttlekit import RateLimiter
+    from throttlekit.testing import ManualClock
+
+    limiter = RateLimiter(0.001, burst=1, clock=ManualClock())
+    raised: list[BaseException] = []
+
+    def process(item: int) -> None:
+        try:
+            for _ in range(100):
+                limiter.acquire_blocking(1)
+        except BaseException as e:
+            raised.append(e)
+            raise
+
+    watchdog = threading.Timer(WAIT_REAL, lambda: setattr(limiter, "rate", math.inf))
+    watchdog.start()
+    results: list[Any] = []
+    try:
+        # No fail_after: virtual time would jump to it while the loop waits for threads.
+        with anyio.move_on_after(1) as outer:
+            async with ItemBlockWorkerPool(workers=2, grace_period=0.5) as pool:
+                if how == "pool scope cancelled":
+                    results.append(await pool.run([ItemBlock([i]) for i in range(4)], process))
+                else:
+                    with anyio.move_on_after(1):
+                        results.append(await pool.run([ItemBlock([i]) for i in range(4)], process))
+                    outer.cancel()
+    finally:
+        watchdog.cancel()
+    assert not results or [b.status for b in results[0].blocks] == [BlockStatus.CANCELLED] * 4
+    assert [type(e) for e in raised] == [anyio.get_cancelled_exc_class()] * 2
+    assert limiter.statistics().tasks_waiting == 0
