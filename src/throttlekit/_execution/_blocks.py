@@ -275,7 +275,8 @@ class RunProgress:
     additional_items_done: int = 0
     #: Estimated seconds left, from the block items handled so far (processed, failed,
     #: or left out because already done or because their pre hook failed) at the average
-    #: pace so far; ``None`` until one is handled, ``0.0`` in the final report.
+    #: pace so far; ``None`` while the pace is unknown (no item handled yet, or no time
+    #: passed), ``0.0`` in the final report.
     #: Additional items are not foreseen, so a run whose items return many is estimated
     #: low.
     eta: float | None = None

@@ -203,6 +203,7 @@ class _Run(Generic[T]):
         self.in_flight: dict[int, anyio.CancelScope] = {}
         self.claimed: set[Hashable] = set()
         self.remaining = len(blocks)
+        self.blocks_done = 0  # reported, whatever their status (a count: reports are O(1))
         self.done = anyio.Event()
         self.stopping = False  # fail-fast, a cancelled run, or the pool's shutdown
         self.block_items_total = sum(len(b) for b in blocks)
@@ -244,6 +245,7 @@ class _Run(Generic[T]):
         if self.results[index] is not None:  # pragma: no cover - a bug if ever reached
             raise AssertionError(f"block {index} reported twice")
         self.results[index] = result
+        self.blocks_done += 1
         self.remaining -= 1
         self.touch()
         if self.remaining == 0:
@@ -265,11 +267,13 @@ class _Run(Generic[T]):
         eta: float | None = None
         if final:
             eta = 0.0
-        elif handled:
+        elif handled == total:
+            eta = 0.0  # only post hooks and additional items are left
+        elif handled and elapsed > 0:  # with no time passed, the pace is unknown
             eta = elapsed * (total - handled) / handled
         bytes_done = self.bytes_done
         return RunProgress(
-            blocks_done=sum(1 for r in self.results if r is not None),
+            blocks_done=self.blocks_done,
             blocks_total=len(self.blocks),
             items_done=self.block_items_done + self.additional_items_done,
             errors=self.errors,
