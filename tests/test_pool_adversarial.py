@@ -394,6 +394,7 @@ def check_reports(reports: list[RunProgress], result: Any, n_blocks: int) -> Non
     resize=st.integers(1, 4),
     async_callback=st.booleans(),
     with_bytes=st.booleans(),
+    fail_fast=st.booleans(),
 )
 async def test_progress_is_consistent_whatever_the_run(
     items: list[list[int]],
@@ -402,6 +403,7 @@ async def test_progress_is_consistent_whatever_the_run(
     resize: int,
     async_callback: bool,
     with_bytes: bool,
+    fail_fast: bool,
 ) -> None:
     """
     Items that fail (multiples of 3), return additional items (7), repeat (key), take
@@ -441,6 +443,7 @@ async def test_progress_is_consistent_whatever_the_run(
                 key=lambda item: item,
                 on_progress=keep_async if async_callback else keep,
                 progress_interval=interval,
+                fail_fast=fail_fast,
             )
     check_reports(reports, result, len(blocks))
 
