@@ -862,3 +862,28 @@ async def test_a_report_costs_the_same_however_many_blocks_are_done(
     assert len(result.blocks) == n
     assert len(reports) > n // 10  # many reports were made
     assert walks[0] <= 2  # the RunResult is built once; reports walk nothing
+
+
+def test_workers_set_from_any_thread_after_the_pool_has_ended() -> None:
+    """After the pool was left, the setting is recorded from any thread and starts nothing."""
+    pool = ItemBlockWorkerPool(workers=2)
+
+    async def main() -> None:
+        async with pool:
+            pass
+
+    anyio.run(main)
+    errors: list[BaseException] = []
+
+    def elsewhere() -> None:
+        try:
+            pool.workers = 3
+        except BaseException as e:  # pragma: no cover - a regression
+            errors.append(e)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join(WAIT_REAL)
+    assert not errors
+    assert pool.workers == 3
+    assert pool.statistics().in_use == 0

@@ -640,7 +640,11 @@ class ItemBlockWorkerPool:
     @workers.setter
     def workers(self, value: int) -> None:
         count = check_int(value, "workers", minimum=1)
-        if self._task_group is not None and threading.get_ident() != self._loop_thread:
+        if (
+            self._task_group is not None
+            and not self._stopping  # stopped: the setting changes nothing, from anywhere
+            and threading.get_ident() != self._loop_thread
+        ):
             # Another thread (a sync process in a worker thread): the pool's state lives
             # in its event loop's thread, so the change is made there.
             try:
