@@ -16,13 +16,15 @@ argument and returns the value in the form the caller stores (a float for second
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
 __all__ = [
     "check_callable",
     "check_int",
+    "check_kind",
+    "check_limits_per_kind",
     "check_number",
     "check_optional_int",
     "check_priority",
@@ -116,6 +118,48 @@ def check_priority(value: object, name: str = "priority") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _type_error(name, "an int (higher runs first)", value)
     return value
+
+
+def check_kind(value: object, name: str = "kind", *, shared: bool = False) -> str:
+    """
+    A kind of operation (``"backup"``, ``"restore"``): a non-empty str. ``shared=True``
+    (kinds and keys that travel to a server shared by many machines) also asks for at most
+    200 printable characters, since a lone surrogate or a control character would break
+    what every machine reads there.
+
+    >>> check_kind("restore")
+    'restore'
+    >>> check_kind("", "per_kind key")
+    Traceback (most recent call last):
+    ValueError: per_kind key must be a non-empty str, got ''
+    """
+    if not isinstance(value, str):
+        raise _type_error(name, "a non-empty str", value)
+    if not value:
+        raise ValueError(f"{name} must be a non-empty str, got ''")
+    if shared and (len(value) > 200 or not value.isprintable()):
+        raise ValueError(f"{name} must be 1 to 200 printable characters, got {value!r}")
+    return value
+
+
+def check_limits_per_kind(value: object, *, shared: bool = False) -> dict[str, int]:
+    """
+    Limits per kind of operation: a mapping of kind (see :func:`check_kind`) to an int
+    >= 1 or ``None`` (no limit of its own, left out of the result); ``None`` is no mapping.
+
+    >>> check_limits_per_kind({"restore": 1, "backup": None})
+    {'restore': 1}
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"per_kind must be a mapping of kind to limit, got {value!r}")
+    out: dict[str, int] = {}
+    for kind, limit in value.items():
+        checked = check_optional_int(limit, f"per_kind[{kind!r}]", minimum=1)
+        if checked is not None:
+            out[check_kind(kind, "a per_kind key", shared=shared)] = checked
+    return out
 
 
 def check_seconds(

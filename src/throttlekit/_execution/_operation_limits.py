@@ -21,32 +21,13 @@ from typing import final
 import anyio
 from attrs import frozen
 
-from .._checks import check_optional_int, check_priority
+from .._checks import check_kind, check_limits_per_kind, check_optional_int, check_priority
 
 __all__ = ["OperationLimits", "OperationLimitsStatistics"]
 
 
 def _check_limit(value: object, name: str) -> int | None:
     return check_optional_int(value, name, minimum=1)
-
-
-def _check_kind(kind: object) -> str:
-    if not isinstance(kind, str):
-        raise TypeError(f"kind must be a non-empty str, got {type(kind).__name__}")
-    if not kind:
-        raise ValueError("kind must be a non-empty str, got ''")
-    return kind
-
-
-def _check_per_kind(per_kind: object) -> dict[str, int]:
-    if not isinstance(per_kind, Mapping):
-        raise TypeError(f"per_kind must be a mapping of kind to limit, got {per_kind!r}")
-    out: dict[str, int] = {}
-    for kind, limit in per_kind.items():
-        checked = _check_limit(limit, f"per_kind[{kind!r}]")
-        if checked is not None:
-            out[_check_kind(kind)] = checked
-    return out
 
 
 @frozen(kw_only=True)
@@ -130,7 +111,7 @@ class OperationLimits:
         per_key: int | None = None,
     ) -> None:
         self._total = _check_limit(total, "total")
-        self._per_kind = _check_per_kind(per_kind if per_kind is not None else {})
+        self._per_kind = check_limits_per_kind(per_kind)
         self._per_key = _check_limit(per_key, "per_key")
         self._in_use = 0
         self._kind_in_use: dict[str, int] = {}
@@ -167,7 +148,7 @@ class OperationLimits:
 
     def set_kind_limit(self, kind: str, limit: int | None) -> None:
         """Set (or with ``None`` remove) the limit of one kind, live."""
-        kind = _check_kind(kind)
+        kind = check_kind(kind)
         checked = _check_limit(limit, f"per_kind[{kind!r}]")
         if checked is None:
             self._per_kind.pop(kind, None)
@@ -263,7 +244,7 @@ class OperationLimits:
         ``async with`` block. Higher ``priority`` waiters are served first; see the class
         for the one rule that decides when a slot is granted.
         """
-        kind = _check_kind(kind)
+        kind = check_kind(kind)
         key = self._check_key(key)
         priority = check_priority(priority)
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -294,7 +275,7 @@ class OperationLimits:
         same arguments) would wait: when it does not fit, or when a request ahead of it
         in line shares a limited kind or key with it. Hold it for the ``with`` block.
         """
-        kind = _check_kind(kind)
+        kind = check_kind(kind)
         key = self._check_key(key)
         priority = check_priority(priority)
         if not self._grantable(kind, key, priority):

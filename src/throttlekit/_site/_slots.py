@@ -40,7 +40,13 @@ import anyio.to_thread
 import sniffio
 from attrs import frozen
 
-from .._checks import check_optional_int, check_priority, check_seconds
+from .._checks import (
+    check_kind,
+    check_limits_per_kind,
+    check_optional_int,
+    check_priority,
+    check_seconds,
+)
 from .._errors import SiteUnavailable
 from .._throttle._ratelimit import ThreadSignal, task_signal
 from ._core import REDIS_ERRORS, Command, Participant, as_text, check_name, site_unavailable
@@ -73,16 +79,6 @@ def _check_limit(value: object, name: str) -> int | None:
     return check_optional_int(value, name, minimum=1)
 
 
-def _check_kind(kind: object, name: str = "kind") -> str:
-    if not isinstance(kind, str):
-        raise TypeError(f"{name} must be a non-empty str, got {type(kind).__name__}")
-    if not kind or len(kind) > 200 or not kind.isprintable():
-        # Printable text only: it travels as UTF-8 and JSON to the server, where a lone
-        # surrogate would break every script of the object (and with it the heartbeat).
-        raise ValueError(f"{name} must be 1 to 200 printable characters, got {kind!r}")
-    return kind
-
-
 def _check_key(key: object) -> str | None:
     if key is None:
         return None
@@ -94,19 +90,6 @@ def _check_key(key: object) -> str | None:
     if not key or len(key) > 200 or not key.isprintable():
         raise ValueError(f"key must be 1 to 200 printable characters or None, got {key!r}")
     return key
-
-
-def _check_per_kind(per_kind: object) -> dict[str, int]:
-    if per_kind is None:
-        return {}
-    if not isinstance(per_kind, Mapping):
-        raise TypeError(f"per_kind must be a mapping of kind to limit, got {per_kind!r}")
-    out: dict[str, int] = {}
-    for kind, limit in per_kind.items():
-        checked = _check_limit(limit, f"per_kind[{kind!r}]")
-        if checked is not None:
-            out[_check_kind(kind, "a per_kind key")] = checked
-    return out
 
 
 def _check_priority(value: object) -> int:
@@ -397,7 +380,7 @@ class SiteOperationLimits(Participant):
         """
         limits = (
             _check_limit(total, "total"),
-            _check_per_kind(per_kind),
+            check_limits_per_kind(per_kind, shared=True),
             _check_limit(per_key, "per_key"),
         )
         with self._lock:
@@ -637,7 +620,7 @@ class SiteOperationLimits(Participant):
         self._site._require_started()
         if self._stop.is_set():
             raise RuntimeError(f"operation limits {self.name!r}: the site was left")
-        return _check_kind(kind), _check_key(key), _check_priority(priority)
+        return check_kind(kind, shared=True), _check_key(key), _check_priority(priority)
 
     def _add(self, entry: _Entry) -> None:
         with self._lock:
@@ -920,7 +903,7 @@ def operation_limits(
     check_name(name, "name")
     limits = (
         _check_limit(total, "total"),
-        _check_per_kind(per_kind),
+        check_limits_per_kind(per_kind, shared=True),
         _check_limit(per_key, "per_key"),
     )
     with _REGISTRY_LOCK:
