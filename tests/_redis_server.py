@@ -9,6 +9,7 @@ the test's own process: it may be paused (SIGSTOP), resumed, killed and restarte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -150,3 +151,26 @@ def redis_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         for client in server.clients:
             client.close()
         server.kill()
+
+
+@contextlib.contextmanager
+def sites(
+    server: RedisServer, n: int, *, heartbeat: bool = True, **kwargs: Any
+) -> Iterator[list[Any]]:
+    """
+    ``n`` members ``m0``, ``m1``, ... of one site on ``server`` (namespace ``t``), closed
+    at the end; ``heartbeat=False`` leaves their heartbeats to the test (``site.beat()``).
+    """
+    from throttlekit.redis import RedisSite  # redis-py is imported only where it is used
+
+    made = []
+    try:
+        for i in range(n):
+            site = RedisSite(server.url, namespace="t", member=f"m{i}", **kwargs)
+            site._heartbeat_thread = heartbeat
+            site.start()
+            made.append(site)
+        yield made
+    finally:
+        for site in made:
+            site.close()

@@ -7,6 +7,7 @@ figures are exact; the fault tests (test_site_faults.py) use the real heartbeat 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -19,6 +20,7 @@ redis = pytest.importorskip("redis")
 
 from _procs import wait_until  # noqa: E402
 from _redis_server import RedisServer, redis_server_fixture  # noqa: E402, F401
+from _redis_server import sites as shared_sites  # noqa: E402
 from throttlekit import Rate, RateLimiter, SiteUnavailable, UnitError  # noqa: E402
 from throttlekit._site import _scripts  # noqa: E402
 from throttlekit._site._core import _waiting, read_status, set_rate  # noqa: E402
@@ -27,22 +29,8 @@ from throttlekit.redis import RedisSite  # noqa: E402
 
 MIB = 2**20
 SITE_RATE = Rate(per_second=40 * MIB)
-
-
-@contextlib.contextmanager
-def sites(server: RedisServer, n: int, **kwargs: object) -> Iterator[list[RedisSite]]:
-    """``n`` members of one site, their heartbeats driven by hand."""
-    made = []
-    try:
-        for i in range(n):
-            site = RedisSite(server.url, namespace="t", member=f"m{i}", **kwargs)  # type: ignore[arg-type]
-            site._heartbeat_thread = False
-            site.start()
-            made.append(site)
-        yield made
-    finally:
-        for site in made:
-            site.close()
+# Members whose heartbeats the tests drive by hand (site.beat()).
+sites = functools.partial(shared_sites, heartbeat=False)
 
 
 @contextlib.contextmanager

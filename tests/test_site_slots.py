@@ -21,27 +21,10 @@ import pytest
 redis = pytest.importorskip("redis")
 
 from _procs import WAIT, wait_until  # noqa: E402
-from _redis_server import RedisServer, redis_server_fixture  # noqa: E402, F401
+from _redis_server import RedisServer, redis_server_fixture, sites  # noqa: E402, F401
 from throttlekit import OperationLimits  # noqa: E402
 from throttlekit._site._slots import SiteOperationLimits, _threadsafe_cancel  # noqa: E402
 from throttlekit.redis import RedisSite  # noqa: E402
-
-
-@contextlib.contextmanager
-def sites(server: RedisServer, n: int, **kwargs: Any) -> Iterator[list[RedisSite]]:
-    """``n`` members of one site (heartbeat threads on unless told otherwise)."""
-    thread = kwargs.pop("heartbeat", True)
-    made = []
-    try:
-        for i in range(n):
-            site = RedisSite(server.url, namespace="t", member=f"m{i}", **kwargs)
-            site._heartbeat_thread = thread
-            site.start()
-            made.append(site)
-        yield made
-    finally:
-        for site in made:
-            site.close()
 
 
 class Holder:
