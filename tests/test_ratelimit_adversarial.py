@@ -19,6 +19,7 @@ import pytest
 
 import throttlekit._throttle._ratelimit as ratelimit_module
 from _procs import WAIT, wait_until
+from _threads import HostedThread
 from throttlekit import CpuGovernor, RateLimiter, Schedule
 from throttlekit.testing import ManualClock
 
@@ -75,33 +76,18 @@ async def test_a_cancelled_host_stops_its_waiting_thread_and_leaves_all_intact(
     """
     clock = ManualClock()
     limiters = make(setup, clock, monkeypatch)
-    raised: list[BaseException] = []
-    returned = threading.Event()
-
-    def work() -> None:
-        try:
-            limiters[0].acquire_blocking(amount, timeout=timeout)
-        except BaseException as exc:
-            raised.append(exc)
-            raise
-        finally:
-            returned.set()
-
-    scope = anyio.CancelScope()
-
-    async def host() -> None:
-        with scope:
-            await anyio.to_thread.run_sync(work)
+    thread = HostedThread(lambda: limiters[0].acquire_blocking(amount, timeout=timeout))
+    scope, raised = thread.scope, thread.raised
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(host)
+        tg.start_soon(thread.host)
         await anyio.to_thread.run_sync(
             wait_until, lambda: waiting(*limiters) == 1, "the thread waits in line"
         )
         if setup == "chain, at parent":
             assert limiters[0].statistics().total_granted == amount  # passed the child
         scope.cancel()
-        if not await anyio.to_thread.run_sync(returned.wait, WAIT):
+        if not await anyio.to_thread.run_sync(thread.returned.wait, WAIT):
             for lim in limiters:
                 lim.rate = math.inf
             pytest.fail("the worker thread did not notice that its task was cancelled")
@@ -119,26 +105,18 @@ async def test_timeout_zero_in_a_cancelled_host_raises_the_cancellation_first(
     clock = ManualClock()
     limiters = make(setup, clock, monkeypatch)
     clock.advance(1e9)  # every level is full now
-    raised: list[BaseException] = []
     go, started = threading.Event(), threading.Event()
 
     def work() -> None:
         started.set()
         go.wait(WAIT)
-        try:
-            limiters[0].acquire_blocking(1, timeout=0)
-        except BaseException as exc:
-            raised.append(exc)
-            raise
+        limiters[0].acquire_blocking(1, timeout=0)
 
-    scope = anyio.CancelScope()
-
-    async def host() -> None:
-        with scope:
-            await anyio.to_thread.run_sync(work)
+    thread = HostedThread(work)
+    scope, raised = thread.scope, thread.raised
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(host)
+        tg.start_soon(thread.host)
         await anyio.to_thread.run_sync(started.wait, WAIT)
         scope.cancel()
         go.set()
@@ -281,33 +259,22 @@ async def test_checkpoint_blocking_stops_when_its_host_is_cancelled() -> None:
         return cpu[0]
 
     governor = CpuGovernor(1, window=1000, clock=wall, cpu_clock=cpu_clock)
-    raised: list[BaseException] = []
     sleeping = threading.Event()
-    returned = threading.Event()
 
     def work() -> None:
-        try:
-            governor.checkpoint_blocking()
-            wall.advance(10)
-            cpu[0] += 10  # ten seconds of CPU in ten of wall time: sleep about 990 s
-            sleeping.set()
-            governor.checkpoint_blocking()
-        except BaseException as exc:
-            raised.append(exc)
-            raise
-        finally:
-            returned.set()
+        governor.checkpoint_blocking()
+        wall.advance(10)
+        cpu[0] += 10  # ten seconds of CPU in ten of wall time: sleep about 990 s
+        sleeping.set()
+        governor.checkpoint_blocking()
 
-    scope = anyio.CancelScope()
-
-    async def host() -> None:
-        with scope:
-            await anyio.to_thread.run_sync(work)
+    thread = HostedThread(work)
+    raised = thread.raised
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(host)
+        tg.start_soon(thread.host)
         await anyio.to_thread.run_sync(sleeping.wait, WAIT)
-        scope.cancel()
-        if not await anyio.to_thread.run_sync(returned.wait, WAIT):  # pragma: no cover
+        thread.scope.cancel()
+        if not await anyio.to_thread.run_sync(thread.returned.wait, WAIT):  # pragma: no cover
             pytest.fail("checkpoint_blocking did not notice that its task was cancelled")
     assert [type(e) for e in raised] == [anyio.get_cancelled_exc_class()]

@@ -23,6 +23,7 @@ import pytest
 
 import throttlekit._throttle._ratelimit as ratelimit_module
 from _procs import WAIT, wait_until
+from _threads import HostedThread
 from throttlekit import RateLimiter
 from throttlekit.testing import ManualClock
 
@@ -249,27 +250,17 @@ async def test_a_worker_thread_stops_when_its_task_is_cancelled(where: str) -> N
     catches it, the thread returns, and the limiter is as if it had never asked.
     """
     limiter, _ = stalled()
-    go, returned = threading.Event(), threading.Event()
-    raised: list[BaseException] = []
+    go = threading.Event()
 
     def work() -> None:
-        try:
-            go.wait(WAIT)
-            limiter.acquire_blocking(5 if where == "waiting in line" else 1)
-        except BaseException as exc:
-            raised.append(exc)
-            raise
-        finally:
-            returned.set()
+        go.wait(WAIT)
+        limiter.acquire_blocking(5 if where == "waiting in line" else 1)
 
-    scope = anyio.CancelScope()
-
-    async def host() -> None:
-        with scope:
-            await anyio.to_thread.run_sync(work)
+    thread = HostedThread(work)
+    scope, raised, returned = thread.scope, thread.raised, thread.returned
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(host)
+        tg.start_soon(thread.host)
         if where == "waiting in line":
             go.set()
             waiting = lambda: limiter.statistics().tasks_waiting == 1  # noqa: E731
