@@ -226,7 +226,8 @@ class ThrottlekitCollector(Collector):
             try:
                 stats = primitive.statistics()
             except Exception:
-                self._errors += 1
+                with self._lock:  # scrapes may run in several exporter threads at once
+                    self._errors += 1
                 continue
             for spec in _METRICS[kind]:
                 _add_samples(families[spec.metric], spec, name, getattr(stats, spec.field))
@@ -234,7 +235,8 @@ class ThrottlekitCollector(Collector):
             "throttlekit_collector_errors",
             "Primitives whose statistics() raised during a scrape.",
         )
-        errors.add_metric([], self._errors)
+        with self._lock:
+            errors.add_metric([], self._errors)
         yield from families.values()
         yield errors
 
